@@ -1,0 +1,63 @@
+# minisaga — every target installs what it needs by itself.
+#   make run     all four services on 127.0.0.1:7001-7004, SQLite under ./data
+#   make test    the whole suite (what .ci/run calls)
+#   make lint    ruff, mypy --strict, buf lint
+#   make proto   regenerate generated/ from protos/
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUF    := node_modules/.bin/buf
+DATA   ?= data
+PROTOS := $(shell find protos -name '*.proto' | sort)
+CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server tests
+
+.PHONY: install proto proto-check test lint run clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# protoc writes imports from the path under -I, so generated/ itself goes on
+# the import path and `minisaga.payment.v1` is the generated package.
+define GENERATE
+	rm -rf $(1) && mkdir -p $(1)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
+	  --python_out=$(1) --grpc_python_out=$(1) \
+	  --mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
+	find $(1) -mindepth 1 -type d -exec sh -c 'touch "$$0/__init__.py"' {} \;
+	touch $(1)/minisaga/py.typed
+endef
+
+proto: $(STAMP)
+	$(call GENERATE,generated)
+
+# Fails when generated/ does not match protos/ (someone forgot `make proto`).
+proto-check: $(STAMP)
+	$(call GENERATE,$(VENV)/generated-check)
+	diff -r --exclude=__pycache__ generated $(VENV)/generated-check \
+	  || { echo "generated/ is stale: run 'make proto' and commit the result" >&2; exit 1; }
+
+lint: $(STAMP) $(BUF)
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
+	$(VENV)/bin/mypy
+	$(BUF) lint
+
+test: $(STAMP) proto-check
+	$(VENV)/bin/pytest -q
+
+run: $(STAMP)
+	mkdir -p $(DATA)
+	$(PY) -m service_kit.run_all --data-dir $(DATA)
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

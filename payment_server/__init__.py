@@ -1,0 +1,1 @@
+"""Payment participant: Charge / Refund, idempotent by saga_id, on SQLite."""

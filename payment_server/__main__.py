@@ -1,0 +1,61 @@
+"""python -m payment_server: serve PaymentService on 127.0.0.1:7002."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from payment_server.service import DEFAULT_LIMIT, SCHEMA, PaymentService
+from service_kit.database import Database
+from service_kit.faults import add_fault_flags, faults_from_flags
+from service_kit.flags import add_server_flags, env_default
+from service_kit.server import configure_logging, serve_until_signalled, start_server
+
+SERVICE = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m payment_server",
+        description="Payment participant: Charge / Refund / GetPayment, idempotent by saga_id.",
+    )
+    add_server_flags(
+        parser, env_prefix="MINISAGA_PAYMENT", listen="127.0.0.1:7002", db="data/payment.db"
+    )
+    parser.add_argument(
+        "--limit", type=int,
+        default=int(env_default("MINISAGA_PAYMENT_LIMIT", str(DEFAULT_LIMIT))),
+        help="charges above this amount are declined with PAYMENT_DECLINED "
+        "(minor units; default %(default)s)",
+    )
+    add_fault_flags(parser, "MINISAGA_PAYMENT")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    db = await Database(args.db, schema=SCHEMA).open()
+    try:
+        service = PaymentService(db, limit=args.limit, faults=faults_from_flags(args))
+        running = await start_server(
+            lambda server: payment_pb2_grpc.add_PaymentServiceServicer_to_server(service, server),
+            [SERVICE],
+            args.listen,
+            max_message_bytes=args.max_message_bytes,
+        )
+        await serve_until_signalled(running, grace=args.grace_seconds)
+    finally:
+        await db.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

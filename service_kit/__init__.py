@@ -1,0 +1,1 @@
+"""Plumbing shared by every minisaga server: errors, storage, serving, faults."""

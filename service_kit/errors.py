@@ -1,0 +1,134 @@
+"""Business errors as types, and their translation to rich gRPC statuses.
+
+A servicer raises `ServiceError` (or one of the helpers below); `rpc_errors`
+turns it into a gRPC status carrying `google.rpc.ErrorInfo` and, for
+INVALID_ARGUMENT, `google.rpc.BadRequest` field violations.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+# ErrorInfo reasons (DESIGN.md §2), one place for their spelling.
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
+PAYMENT_DECLINED = "PAYMENT_DECLINED"
+INJECTED_FAILURE = "INJECTED_FAILURE"
+IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+ALREADY_COMPENSATED = "ALREADY_COMPENSATED"
+NOT_FOUND = "NOT_FOUND"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass
+class ServiceError(Exception):
+    """A business error: a gRPC code, a message, an ErrorInfo reason."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    violations: Sequence[FieldViolation] = ()
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    def to_status(self, domain: str) -> grpc.Status:
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=domain, metadata=dict(self.metadata)
+        )
+        details = [_pack(info)]
+        if self.violations:
+            bad_request = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in self.violations
+                ]
+            )
+            details.append(_pack(bad_request))
+        status = status_pb2.Status(
+            code=_CODE_NUMBER[self.code], message=self.message, details=details
+        )
+        result: grpc.Status = rpc_status.to_status(status)
+        return result
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+_CODE_NUMBER: dict[grpc.StatusCode, int] = {
+    code: code.value[0] for code in grpc.StatusCode
+}
+assert _CODE_NUMBER[grpc.StatusCode.INVALID_ARGUMENT] == code_pb2.INVALID_ARGUMENT
+
+
+def invalid_argument(*violations: FieldViolation) -> ServiceError:
+    fields = ", ".join(v.field for v in violations)
+    detail = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"invalid {fields}: {detail}",
+        INVALID_ARGUMENT,
+        {"fields": fields},
+        violations,
+    )
+
+
+def failed_precondition(reason: str, message: str, **metadata: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, message, reason, metadata)
+
+
+def already_exists(reason: str, message: str, **metadata: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.ALREADY_EXISTS, message, reason, metadata)
+
+
+def not_found(message: str, **metadata: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, message, NOT_FOUND, metadata)
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_Self = TypeVar("_Self")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Handler = Callable[[_Self, _Req, Context], Awaitable[_Resp]]
+
+
+def rpc_errors(
+    domain: str,
+) -> Callable[[Handler[_Self, _Req, _Resp]], Handler[_Self, _Req, _Resp]]:
+    """Decorates a servicer method: a raised ServiceError becomes a rich status."""
+
+    def decorate(method: Handler[_Self, _Req, _Resp]) -> Handler[_Self, _Req, _Resp]:
+        @functools.wraps(method)
+        async def wrapper(
+            self: _Self, request: _Req, context: Context
+        ) -> _Resp:
+            try:
+                return await method(self, request, context)
+            except ServiceError as error:
+                status = error.to_status(domain)
+                # abort() with the status's trailers is abort_with_status(), typed.
+                await context.abort(status.code, status.details, status.trailing_metadata)
+                raise AssertionError("abort returned") from error
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,121 @@
+"""Fault injection for participants: failures a request switch cannot show.
+
+Set by flags (DESIGN.md §3.6): an error rate with a chosen code, the first N
+calls of each saga failing, added latency, and "commit, then answer
+UNAVAILABLE" — the in-doubt case where the work is done but the caller
+never hears so. Tests may change a running server's `FaultConfig` in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+
+from service_kit.errors import INJECTED_FAILURE, ServiceError
+from service_kit.flags import env_default
+
+
+@dataclass
+class FaultConfig:
+    error_rate: float = 0.0
+    """Fraction of calls (0..1) that fail with error_code before doing anything."""
+    error_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    """The status code of an injected error."""
+    fail_first: int = 0
+    """The first N calls of each saga to a faulty method fail with error_code."""
+    latency_ms: int = 0
+    """Delay added before every call to a faulty method."""
+    commit_then_unavailable_rate: float = 0.0
+    """Fraction of calls that commit their work, then answer UNAVAILABLE."""
+    methods: frozenset[str] = frozenset()
+    """Method names the faults apply to (such as "Charge"); empty means all."""
+    _calls: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
+
+    def applies_to(self, method: str) -> bool:
+        return not self.methods or method in self.methods
+
+    async def before(self, method: str, saga_id: str) -> None:
+        """Called first in a handler: latency, then an injected error."""
+        if not self.applies_to(method):
+            return
+        if self.latency_ms > 0:
+            await asyncio.sleep(self.latency_ms / 1000)
+        self._calls[(method, saga_id)] += 1
+        if self._calls[(method, saga_id)] <= self.fail_first or (
+            self.error_rate > 0 and random.random() < self.error_rate
+        ):
+            raise ServiceError(
+                self.error_code,
+                f"injected {self.error_code.name} on {method}",
+                INJECTED_FAILURE,
+                {"method": method},
+            )
+
+    def after_commit(self, method: str) -> None:
+        """Called once the work is committed: maybe pretend the reply was lost."""
+        if (
+            self.applies_to(method)
+            and self.commit_then_unavailable_rate > 0
+            and random.random() < self.commit_then_unavailable_rate
+        ):
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"injected UNAVAILABLE after {method} committed",
+                INJECTED_FAILURE,
+                {"method": method, "committed": "true"},
+            )
+
+
+def add_fault_flags(parser: argparse.ArgumentParser, env_prefix: str) -> None:
+    group = parser.add_argument_group(
+        "fault injection", "make this service misbehave on purpose, for tests and demos"
+    )
+    group.add_argument(
+        "--fault-error-rate", type=float,
+        default=float(env_default(f"{env_prefix}_FAULT_ERROR_RATE", "0")),
+        help="fraction of calls (0..1) failing with --fault-error-code (default 0)",
+    )
+    group.add_argument(
+        "--fault-error-code", choices=[c.name for c in grpc.StatusCode if c.name != "OK"],
+        default=env_default(f"{env_prefix}_FAULT_ERROR_CODE", "UNAVAILABLE"),
+        help="status code of injected errors (default UNAVAILABLE)",
+    )
+    group.add_argument(
+        "--fault-fail-first", type=int,
+        default=int(env_default(f"{env_prefix}_FAULT_FAIL_FIRST", "0")),
+        help="the first N calls of each saga to a faulty method fail (default 0)",
+    )
+    group.add_argument(
+        "--fault-latency-ms", type=int,
+        default=int(env_default(f"{env_prefix}_FAULT_LATENCY_MS", "0")),
+        help="milliseconds added to every call to a faulty method (default 0)",
+    )
+    group.add_argument(
+        "--fault-commit-then-unavailable", type=float,
+        default=float(env_default(f"{env_prefix}_FAULT_COMMIT_THEN_UNAVAILABLE", "0")),
+        help="fraction of calls that commit, then answer UNAVAILABLE (default 0)",
+    )
+    group.add_argument(
+        "--fault-methods",
+        default=env_default(f"{env_prefix}_FAULT_METHODS", ""),
+        help="comma-separated methods the faults apply to, such as Charge,Refund (default all)",
+    )
+
+
+def faults_from_flags(args: argparse.Namespace) -> FaultConfig:
+    for name in ("fault_error_rate", "fault_commit_then_unavailable"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be between 0 and 1")
+    return FaultConfig(
+        error_rate=args.fault_error_rate,
+        error_code=grpc.StatusCode[args.fault_error_code],
+        fail_first=args.fault_fail_first,
+        latency_ms=args.fault_latency_ms,
+        commit_then_unavailable_rate=args.fault_commit_then_unavailable,
+        methods=frozenset(m.strip() for m in args.fault_methods.split(",") if m.strip()),
+    )

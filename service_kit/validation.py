@@ -1,0 +1,93 @@
+"""Input rules shared by the services (DESIGN.md §6).
+
+Each check returns a FieldViolation or None; a handler collects them and
+raises one INVALID_ARGUMENT naming every bad field, before touching storage.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from service_kit.errors import FieldViolation, invalid_argument
+
+MAX_ID_LENGTH = 64
+MAX_TEXT_LENGTH = 500
+MAX_QUANTITY = 1_000_000
+# Far beyond any real order in any currency's minor units: such a number is a bug.
+MAX_AMOUNT = 1_000_000_000_000
+DEFAULT_CURRENCY = "JPY"
+
+# ISO 4217 codes accepted; the common ones, not the whole list.
+CURRENCIES = frozenset(
+    "JPY USD EUR GBP CHF CNY KRW TWD HKD SGD AUD NZD CAD SEK NOK DKK PLN CZK "
+    "HUF INR IDR THB MYR PHP VND BRL MXN ZAR TRY AED SAR ILS".split()
+)
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+def check_saga_id(name: str, value: str) -> FieldViolation | None:
+    if not value:
+        return FieldViolation(name, "must not be empty")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return FieldViolation(name, f"must be a UUID, got {_show(value)}")
+    if str(parsed) != value.lower():
+        return FieldViolation(name, f"must be a UUID in 8-4-4-4-12 form, got {_show(value)}")
+    return None
+
+
+def check_id(name: str, value: str, *, required: bool = True) -> FieldViolation | None:
+    if not value:
+        return FieldViolation(name, "must not be empty") if required else None
+    if len(value) > MAX_ID_LENGTH:
+        return FieldViolation(name, f"must be at most {MAX_ID_LENGTH} characters")
+    if not _ID.match(value):
+        return FieldViolation(
+            name, f"may hold only letters, digits and _ . : - (got {_show(value)})"
+        )
+    return None
+
+
+def check_text(name: str, value: str, *, required: bool = True) -> FieldViolation | None:
+    if not value.strip():
+        return FieldViolation(name, "must not be empty") if required else None
+    if len(value) > MAX_TEXT_LENGTH:
+        return FieldViolation(name, f"must be at most {MAX_TEXT_LENGTH} characters")
+    return None
+
+
+def check_quantity(name: str, value: int, *, allow_zero: bool = False) -> FieldViolation | None:
+    low = 0 if allow_zero else 1
+    if value < low:
+        return FieldViolation(name, f"must be {'zero or more' if allow_zero else 'positive'}")
+    if value > MAX_QUANTITY:
+        return FieldViolation(name, f"must be at most {MAX_QUANTITY:,}")
+    return None
+
+
+def check_amount(name: str, value: int) -> FieldViolation | None:
+    if value <= 0:
+        return FieldViolation(name, "must be positive (minor units of the currency)")
+    if value > MAX_AMOUNT:
+        return FieldViolation(name, f"must be at most {MAX_AMOUNT:,}")
+    return None
+
+
+def check_currency(name: str, value: str) -> FieldViolation | None:
+    if value and value not in CURRENCIES:
+        return FieldViolation(name, f"unknown ISO 4217 currency {_show(value)}")
+    return None
+
+
+def require_valid(*checks: FieldViolation | None) -> None:
+    """Raises one INVALID_ARGUMENT naming every failed check."""
+    violations = [v for v in checks if v is not None]
+    if violations:
+        raise invalid_argument(*violations)
+
+
+def _show(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "…")
