@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser, env_prefix="MINISAGA_PAYMENT", listen="127.0.0.1:7002", db="data/payment.db"
     )
     parser.add_argument(
-        "--limit", type=int,
+        "--limit",
+        type=int,
         default=int(env_default("MINISAGA_PAYMENT_LIMIT", str(DEFAULT_LIMIT))),
         help="charges above this amount are declined with PAYMENT_DECLINED "
         "(minor units; default %(default)s)",

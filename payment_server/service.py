@@ -13,9 +13,9 @@ from minisaga.payment.v1 import payment_pb2 as pb
 from minisaga.payment.v1 import payment_pb2_grpc
 
 from service_kit import errors, validation
-from service_kit.errors import Context
 from service_kit.clock import now_ms, timestamp
 from service_kit.database import Database
+from service_kit.errors import Context
 from service_kit.faults import FaultConfig
 
 DOMAIN = "minisaga.payment.v1"
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS payments (
     updated_at_epoch_ms INTEGER NOT NULL
 );
 """
+
 
 class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     def __init__(self, db: Database, *, limit: int = DEFAULT_LIMIT, faults: FaultConfig) -> None:
@@ -63,7 +64,9 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
                         saga_id=request.saga_id,
                     )
                 if (row["order_id"], row["amount"], row["currency"]) != (
-                    request.order_id, request.amount, currency,
+                    request.order_id,
+                    request.amount,
+                    currency,
                 ):
                     raise errors.already_exists(
                         errors.IDEMPOTENCY_KEY_REUSED,
@@ -85,8 +88,16 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             conn.execute(
                 "INSERT INTO payments (saga_id, order_id, amount, currency, status, receipt_id,"
                 " created_at_epoch_ms, updated_at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (request.saga_id, request.order_id, request.amount, currency,
-                 pb.PAYMENT_STATUS_CHARGED, f"rcpt_{uuid.uuid4().hex}", now, now),
+                (
+                    request.saga_id,
+                    request.order_id,
+                    request.amount,
+                    currency,
+                    pb.PAYMENT_STATUS_CHARGED,
+                    f"rcpt_{uuid.uuid4().hex}",
+                    now,
+                    now,
+                ),
             )
             return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))
 

@@ -74,9 +74,7 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
     return packed
 
 
-_CODE_NUMBER: dict[grpc.StatusCode, int] = {
-    code: code.value[0] for code in grpc.StatusCode
-}
+_CODE_NUMBER: dict[grpc.StatusCode, int] = {code: code.value[0] for code in grpc.StatusCode}
 assert _CODE_NUMBER[grpc.StatusCode.INVALID_ARGUMENT] == code_pb2.INVALID_ARGUMENT
 
 
@@ -118,9 +116,7 @@ def rpc_errors(
 
     def decorate(method: Handler[_Self, _Req, _Resp]) -> Handler[_Self, _Req, _Resp]:
         @functools.wraps(method)
-        async def wrapper(
-            self: _Self, request: _Req, context: Context
-        ) -> _Resp:
+        async def wrapper(self: _Self, request: _Req, context: Context) -> _Resp:
             try:
                 return await method(self, request, context)
             except ServiceError as error:

@@ -45,10 +45,11 @@ class FaultConfig:
             return
         if self.latency_ms > 0:
             await asyncio.sleep(self.latency_ms / 1000)
-        self._calls[(method, saga_id)] += 1
-        if self._calls[(method, saga_id)] <= self.fail_first or (
-            self.error_rate > 0 and random.random() < self.error_rate
-        ):
+        failing_first = False
+        if self.fail_first > 0:  # counts only while asked to, so memory stays bounded
+            self._calls[(method, saga_id)] += 1
+            failing_first = self._calls[(method, saga_id)] <= self.fail_first
+        if failing_first or (self.error_rate > 0 and random.random() < self.error_rate):
             raise ServiceError(
                 self.error_code,
                 f"injected {self.error_code.name} on {method}",
@@ -76,28 +77,33 @@ def add_fault_flags(parser: argparse.ArgumentParser, env_prefix: str) -> None:
         "fault injection", "make this service misbehave on purpose, for tests and demos"
     )
     group.add_argument(
-        "--fault-error-rate", type=float,
-        default=float(env_default(f"{env_prefix}_FAULT_ERROR_RATE", "0")),
+        "--fault-error-rate",
+        type=float,
+        default=env_default(f"{env_prefix}_FAULT_ERROR_RATE", "0"),
         help="fraction of calls (0..1) failing with --fault-error-code (default 0)",
     )
     group.add_argument(
-        "--fault-error-code", choices=[c.name for c in grpc.StatusCode if c.name != "OK"],
+        "--fault-error-code",
+        choices=[c.name for c in grpc.StatusCode if c.name != "OK"],
         default=env_default(f"{env_prefix}_FAULT_ERROR_CODE", "UNAVAILABLE"),
         help="status code of injected errors (default UNAVAILABLE)",
     )
     group.add_argument(
-        "--fault-fail-first", type=int,
-        default=int(env_default(f"{env_prefix}_FAULT_FAIL_FIRST", "0")),
+        "--fault-fail-first",
+        type=int,
+        default=env_default(f"{env_prefix}_FAULT_FAIL_FIRST", "0"),
         help="the first N calls of each saga to a faulty method fail (default 0)",
     )
     group.add_argument(
-        "--fault-latency-ms", type=int,
-        default=int(env_default(f"{env_prefix}_FAULT_LATENCY_MS", "0")),
+        "--fault-latency-ms",
+        type=int,
+        default=env_default(f"{env_prefix}_FAULT_LATENCY_MS", "0"),
         help="milliseconds added to every call to a faulty method (default 0)",
     )
     group.add_argument(
-        "--fault-commit-then-unavailable", type=float,
-        default=float(env_default(f"{env_prefix}_FAULT_COMMIT_THEN_UNAVAILABLE", "0")),
+        "--fault-commit-then-unavailable",
+        type=float,
+        default=env_default(f"{env_prefix}_FAULT_COMMIT_THEN_UNAVAILABLE", "0"),
         help="fraction of calls that commit, then answer UNAVAILABLE (default 0)",
     )
     group.add_argument(

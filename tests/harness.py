@@ -84,12 +84,15 @@ class Subprocess:
     def start(self, timeout: float = 30.0) -> Subprocess:
         env = {**os.environ, **self.env}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "generated")])
-        self._log = self.log_path.open("ab")
-        offset = self.log_path.stat().st_size
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            offset = log.tell()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.args],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.address = self._wait_for_address(offset, timeout)
         return self
 

@@ -1,0 +1,1 @@
+"""Inventory participant: stock per product, Reserve / Release by saga_id, on SQLite."""

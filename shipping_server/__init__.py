@@ -1,0 +1,1 @@
+"""Shipping participant: CreateShipment / CancelShipment, idempotent by saga_id, on SQLite."""
