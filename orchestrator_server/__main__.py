@@ -1,0 +1,155 @@
+"""python -m orchestrator_server: serve OrchestratorService on 127.0.0.1:7001."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from orchestrator_server.app import OrchestratorConfig, start
+from orchestrator_server.saga.retry import RetryPolicy
+from service_kit.flags import add_server_flags, env_default
+from service_kit.server import configure_logging, serve_until_signalled
+
+ENV = "MINISAGA_ORCHESTRATOR"
+
+
+def _flag(
+    parser: argparse._ActionsContainer,
+    name: str,
+    kind: Callable[[str], object],
+    default: object,
+    text: str,
+) -> None:
+    env = f"{ENV}_{name.upper().replace('-', '_')}"
+    parser.add_argument(
+        f"--{name}",
+        type=kind,
+        default=env_default(env, str(default)),
+        help=f"{text} (default %(default)s, env {env})",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator_server",
+        description="Saga orchestrator: runs place_order (charge → reserve → ship) and "
+        "compensates in reverse when a step fails.",
+    )
+    add_server_flags(parser, env_prefix=ENV, listen="127.0.0.1:7001", db="data/orchestrator.db")
+    participants = parser.add_argument_group("participants")
+    for name, port in (("payment", 7002), ("inventory", 7003), ("shipping", 7004)):
+        _flag(participants, name, str, f"127.0.0.1:{port}", f"address of the {name} service")
+    retry = parser.add_argument_group("retries and deadlines")
+    _flag(
+        retry,
+        "saga-deadline-seconds",
+        float,
+        60,
+        "a saga still going forward after this compensates",
+    )
+    _flag(retry, "attempt-timeout-ms", int, 5000, "deadline of each RPC attempt")
+    _flag(retry, "action-max-attempts", int, 5, "attempts of a step before it gives up")
+    _flag(
+        retry,
+        "compensation-max-attempts",
+        int,
+        10,
+        "attempts of a compensation before the saga is FAILED",
+    )
+    _flag(retry, "initial-backoff-ms", int, 100, "upper bound of the first retry's backoff")
+    _flag(retry, "backoff-coefficient", float, 2.0, "each backoff bound grows by this factor")
+    _flag(retry, "action-max-backoff-ms", int, 2000, "longest backoff between action attempts")
+    _flag(
+        retry,
+        "compensation-max-backoff-ms",
+        int,
+        5000,
+        "longest backoff between compensation attempts",
+    )
+    parser.add_argument(
+        "--sqlite-synchronous",
+        choices=["FULL", "NORMAL", "OFF"],
+        default=env_default(f"{ENV}_SQLITE_SYNCHRONOUS", "FULL"),
+        help="SQLite synchronous mode of the saga log; anything but FULL may lose the last "
+        "sagas on power loss (default %(default)s)",
+    )
+    testing = parser.add_argument_group("testing")
+    testing.add_argument(
+        "--crash-at",
+        metavar="CHECKPOINT:N",
+        default=env_default(f"{ENV}_CRASH_AT", ""),
+        help="for crash tests: SIGKILL this process the Nth time the engine passes "
+        "CHECKPOINT, such as action-attempt-recorded:7 (see saga/engine.py)",
+    )
+    return parser.parse_args(argv)
+
+
+def crash_hook(spec: str) -> Callable[[str], None] | None:
+    """A checkpoint hook that SIGKILLs this process at the Nth CHECKPOINT."""
+    if not spec:
+        return None
+    name, _, count = spec.partition(":")
+    remaining = [int(count or "1")]
+
+    def hook(checkpoint: str) -> None:
+        if checkpoint == name:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
+    def policy(attempts: int, max_backoff_ms: int) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval=timedelta(milliseconds=args.initial_backoff_ms),
+            backoff_coefficient=args.backoff_coefficient,
+            maximum_interval=timedelta(milliseconds=max_backoff_ms),
+            maximum_attempts=attempts,
+            attempt_timeout=timedelta(milliseconds=args.attempt_timeout_ms),
+        )
+
+    try:
+        return OrchestratorConfig(
+            db=Path(args.db),
+            participants={
+                "payment": args.payment,
+                "inventory": args.inventory,
+                "shipping": args.shipping,
+            },
+            listen=args.listen,
+            saga_deadline=timedelta(seconds=args.saga_deadline_seconds),
+            action_retry=policy(args.action_max_attempts, args.action_max_backoff_ms),
+            compensation_retry=policy(
+                args.compensation_max_attempts, args.compensation_max_backoff_ms
+            ),
+            synchronous=args.sqlite_synchronous,
+            max_message_bytes=args.max_message_bytes,
+            checkpoint=crash_hook(args.crash_at),
+        )
+    except ValueError as error:
+        raise SystemExit(f"bad retry flags: {error}") from error
+
+
+async def serve(args: argparse.Namespace) -> None:
+    orchestrator = await start(config_from_args(args))
+    try:
+        await serve_until_signalled(orchestrator.server, grace=args.grace_seconds)
+    finally:
+        await orchestrator.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

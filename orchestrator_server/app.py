@@ -1,0 +1,89 @@
+"""Assembling the orchestrator: store, channels, engine, service, server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+from minisaga.inventory.v1 import inventory_pb2_grpc
+from minisaga.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+from orchestrator_server.order_saga import place_order_saga
+from orchestrator_server.saga.engine import SagaEngine
+from orchestrator_server.saga.retry import (
+    DEFAULT_ACTION_RETRY,
+    DEFAULT_COMPENSATION_RETRY,
+    RetryPolicy,
+)
+from orchestrator_server.saga.sqlite_store import SqliteSagaStore
+from orchestrator_server.service import OrchestratorService
+from service_kit.database import Synchronous
+from service_kit.server import DEFAULT_MAX_MESSAGE_BYTES, RunningServer, start_server
+
+SERVICE = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    db: Path
+    participants: Mapping[str, str]
+    """Address of each participant: "payment", "inventory", "shipping"."""
+    listen: str = "127.0.0.1:7001"
+    saga_deadline: timedelta = timedelta(seconds=60)
+    action_retry: RetryPolicy = DEFAULT_ACTION_RETRY
+    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
+    synchronous: Synchronous = "FULL"
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    channel_options: tuple[tuple[str, int], ...] = field(default=())
+    checkpoint: Callable[[str], None] | None = None
+    """Called at each crash-relevant point of the engine (crash tests only)."""
+
+
+@dataclass
+class Orchestrator:
+    server: RunningServer
+    engine: SagaEngine
+    store: SqliteSagaStore
+    channels: dict[str, grpc.aio.Channel]
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Drains calls, stops driving sagas (they stay durable), closes everything."""
+        await self.server.stop(grace)
+        await self.engine.close()
+        for channel in self.channels.values():
+            await channel.close(None)
+        await self.store.close()
+
+
+async def start(config: OrchestratorConfig) -> Orchestrator:
+    """Opens the log, recovers unfinished sagas, and serves OrchestratorService."""
+    config.db.parent.mkdir(parents=True, exist_ok=True)
+    store = await SqliteSagaStore(config.db, synchronous=config.synchronous).open()
+    channels = {
+        name: grpc.aio.insecure_channel(address, options=list(config.channel_options))
+        for name, address in config.participants.items()
+    }
+    definition = place_order_saga(
+        deadline=config.saga_deadline,
+        action_retry=config.action_retry,
+        compensation_retry=config.compensation_retry,
+    )
+    engine = SagaEngine(store, channels, [definition], checkpoint=config.checkpoint)
+    service = OrchestratorService(
+        engine, definition, inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
+    )
+    await engine.recover()
+    server = await start_server(
+        lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(service, s),
+        [SERVICE],
+        config.listen,
+        max_message_bytes=config.max_message_bytes,
+    )
+    return Orchestrator(server, engine, store, channels)

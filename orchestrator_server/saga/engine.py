@@ -1,0 +1,408 @@
+"""Drives sagas: forward through their steps, backward through compensations.
+
+One asyncio task per saga in flight. Every attempt is written to the log
+before its RPC and its outcome after (write-ahead), so `recover()` after a
+crash can drive each unfinished saga on from exactly where it was; re-sending
+an attempt whose outcome was never recorded is safe because participants are
+idempotent by saga_id. Recovery is the same path as a fresh start: `drive()`.
+
+`checkpoint` is called with a name at each point where a crash matters
+("action-attempt-recorded", "action-rpc-returned", "outcome-recorded",
+"compensation-attempt-recorded", "status-recorded-compensating", ...); crash
+tests use it to SIGKILL the process at exactly that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from orchestrator_server.saga.definition import Invocation, Rpc, SagaContext, SagaDefinition, Step
+from orchestrator_server.saga.policy import UNRECORDED
+from orchestrator_server.saga.store import (
+    AttemptRecord,
+    Cause,
+    CompensationFailure,
+    Phase,
+    SagaRecord,
+    SagaStatus,
+    SagaStore,
+)
+from service_kit.clock import now_ms
+
+log = logging.getLogger(__name__)
+
+CANCELLED_BY_OPERATOR = "cancelled by an operator (CancelSaga)"
+
+
+class ChangeFeed:
+    """Wakes whoever watches a saga when its log changes (in this process)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, saga_id: str) -> asyncio.Event:
+        """Take the event *before* reading the saga, then wait on it: no change is missed."""
+        return self._events.setdefault(saga_id, asyncio.Event())
+
+    def notify(self, saga_id: str) -> None:
+        event = self._events.pop(saga_id, None)
+        if event is not None:
+            event.set()
+
+
+class SagaEngine:
+    def __init__(
+        self,
+        store: SagaStore,
+        channels: Mapping[str, grpc.aio.Channel],
+        definitions: Iterable[SagaDefinition[Any]],
+        *,
+        rng: random.Random | None = None,
+        checkpoint: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self._checkpoint = checkpoint or (lambda name: None)
+        self.changes = ChangeFeed()
+        self._channels = channels
+        self._definitions = {d.name: d for d in definitions}
+        self._rng = rng or random.Random()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancels: dict[str, asyncio.Event] = {}
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        for definition in self._definitions.values():
+            for step in definition.steps:
+                for invocation in (step.action, step.compensation):
+                    if invocation and invocation.rpc.participant not in channels:
+                        raise ValueError(
+                            f"step {step.name!r} calls {invocation.rpc.participant!r}, "
+                            "which has no channel"
+                        )
+
+    def definition(self, name: str) -> SagaDefinition[Any]:
+        return self._definitions[name]
+
+    # --- the API the service uses -----------------------------------------
+
+    async def start(
+        self,
+        definition: SagaDefinition[Any],
+        saga_input: Message,
+        *,
+        business_key: str,
+        request_id: str | None = None,
+    ) -> tuple[SagaRecord, bool]:
+        """Records a new saga and starts driving it; with a known request_id,
+        returns that saga instead (created=False)."""
+        now = now_ms()
+        record = SagaRecord(
+            saga_id=str(uuid.uuid4()),
+            saga_type=definition.name,
+            business_key=business_key,
+            request_id=request_id,
+            input=saga_input.SerializeToString(deterministic=True),
+            status=SagaStatus.RUNNING,
+            created_at_ms=now,
+            updated_at_ms=now,
+            deadline_ms=now + int(definition.deadline.total_seconds() * 1000),
+        )
+        record, created = await self.store.create(record)
+        if created:
+            self.drive(record.saga_id)
+        return record, created
+
+    def drive(self, saga_id: str) -> asyncio.Task[None]:
+        """Drives the saga on in the background (at most one task per saga)."""
+        task = self._tasks.get(saga_id)
+        if task is None:
+            task = asyncio.create_task(self._run(saga_id), name=f"saga:{saga_id}")
+            self._tasks[saga_id] = task
+            task.add_done_callback(lambda t: self._finished(saga_id, t))
+        return task
+
+    async def recover(self) -> list[str]:
+        """Drives every saga that is not terminal; running it twice is harmless."""
+        saga_ids = await self.store.unfinished()
+        for saga_id in saga_ids:
+            self.drive(saga_id)
+        if saga_ids:
+            log.info("recovering %d unfinished saga(s)", len(saga_ids))
+        return saga_ids
+
+    async def wait(self, saga_id: str, timeout: float | None) -> SagaRecord | None:
+        """The saga once it is terminal, or as it is when timeout runs out."""
+        task = self._tasks.get(saga_id)
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            return await self.store.load(saga_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            changed = self.changes.event(saga_id)
+            record = await self.store.load(saga_id)
+            if record is None or record.status.terminal:
+                return record
+            left = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+            if left <= 0:
+                return record
+            # Poll as well as listen: another process may be driving the saga.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+
+    async def cancel(self, saga_id: str) -> SagaRecord | None:
+        """Asks a RUNNING saga to stop and compensate; durable before it returns."""
+        record = await self.store.request_cancel(saga_id, now_ms())
+        if record is not None and record.status is SagaStatus.RUNNING:
+            self._cancel_event(saga_id).set()
+            self.drive(saga_id)
+            self.changes.notify(saga_id)
+        return record
+
+    async def resume(self, saga_id: str) -> SagaRecord | None:
+        """Retries a FAILED saga's compensations (and re-drives an orphaned active one)."""
+        record = await self.store.resume(saga_id, now_ms())
+        if record is not None and not record.status.terminal:
+            self.drive(saga_id)
+            self.changes.notify(saga_id)
+        return record
+
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        """Stops driving; every saga stays durable and is recovered at the next start."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- driving one saga -------------------------------------------------
+
+    def _finished(self, saga_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(saga_id, None)
+        self._cancels.pop(saga_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "saga %s stopped on an unexpected error; ResumeSaga drives it again",
+                saga_id,
+                exc_info=task.exception(),
+            )
+
+    def _cancel_event(self, saga_id: str) -> asyncio.Event:
+        return self._cancels.setdefault(saga_id, asyncio.Event())
+
+    async def _run(self, saga_id: str) -> None:
+        record = await self.store.load(saga_id)
+        if record is None or record.status.terminal:
+            return
+        if any(a.code is None for a in record.attempts):
+            # Only this task makes attempts for this saga: these are from before a crash.
+            now = now_ms()
+            await self.store.close_unrecorded_attempts(saga_id, now, UNRECORDED)
+            for attempt in record.attempts:
+                if attempt.code is None:
+                    attempt.code, attempt.finished_at_ms = UNRECORDED, now
+        definition = self._definitions[record.saga_type]
+        context = SagaContext(
+            saga_id, record.business_key, definition.input_type.FromString(record.input)
+        )
+        if record.cancel_requested:
+            self._cancel_event(saga_id).set()
+        if record.status is SagaStatus.RUNNING:
+            cause = await self._forward(definition, context, record)
+            if cause is None:
+                await self._set_status(record, SagaStatus.COMPLETED)
+                return
+            log.info(
+                "saga %s compensating: %s %s %s", saga_id, cause.step, cause.code, cause.message
+            )
+            await self._set_status(record, SagaStatus.COMPENSATING, cause=cause)
+        await self._backward(definition, context, record)
+
+    async def _forward(
+        self, definition: SagaDefinition[Any], context: SagaContext[Any], record: SagaRecord
+    ) -> Cause | None:
+        """Runs the actions in order; returns why to compensate, or None when all succeeded."""
+        cancel = self._cancel_event(record.saga_id)
+        for step in definition.steps:
+            if record.succeeded(step.name, Phase.ACTION):
+                continue
+            retry = step.action.retry
+            tries = 0
+            while True:
+                stop = self._stop_cause(step, record, cancel)
+                if stop is not None:
+                    return stop
+                tries += 1
+                attempt = await self._attempt(context, record, step, Phase.ACTION, step.action)
+                assert attempt.code is not None
+                if attempt.code == "OK":
+                    break
+                outcome = step.policy.classify(attempt.code)
+                if not outcome.retryable or tries >= retry.maximum_attempts:
+                    return Cause(step.name, attempt.code, attempt.message, attempt.reason, now_ms())
+                pause = min(
+                    retry.backoff(tries, self._rng),
+                    max(0.0, (record.deadline_ms - now_ms()) / 1000),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(cancel.wait(), pause)
+        return None
+
+    def _stop_cause(
+        self, step: Step[Any], record: SagaRecord, cancel: asyncio.Event
+    ) -> Cause | None:
+        if cancel.is_set():
+            return Cause(
+                step.name, grpc.StatusCode.CANCELLED.name, CANCELLED_BY_OPERATOR, "", now_ms()
+            )
+        if now_ms() >= record.deadline_ms:
+            return Cause(
+                step.name,
+                grpc.StatusCode.DEADLINE_EXCEEDED.name,
+                "the saga's deadline passed before this step succeeded",
+                "",
+                now_ms(),
+            )
+        return None
+
+    async def _backward(
+        self, definition: SagaDefinition[Any], context: SagaContext[Any], record: SagaRecord
+    ) -> None:
+        """Compensates, in reverse order, every step that may have taken effect."""
+        failures: list[CompensationFailure] = []
+        for step in reversed(definition.steps):
+            compensation = step.compensation
+            if compensation is None or record.succeeded(step.name, Phase.COMPENSATION):
+                continue
+            if not self._may_have_taken_effect(step, record):
+                continue
+            tries = 0
+            while True:
+                tries += 1
+                attempt = await self._attempt(
+                    context, record, step, Phase.COMPENSATION, compensation
+                )
+                assert attempt.code is not None
+                if attempt.code == "OK":
+                    break
+                if tries >= compensation.retry.maximum_attempts:
+                    failures.append(
+                        CompensationFailure(
+                            step.name,
+                            compensation.rpc.method,
+                            attempt.code,
+                            attempt.message,
+                            tries,
+                            now_ms(),
+                        )
+                    )
+                    log.warning(
+                        "saga %s: compensation of %s failed after %d attempts: %s",
+                        record.saga_id,
+                        step.name,
+                        tries,
+                        attempt.code,
+                    )
+                    break
+                await asyncio.sleep(compensation.retry.backoff(tries, self._rng))
+        if failures:
+            await self._set_status(record, SagaStatus.FAILED, failures=failures)
+        else:
+            await self._set_status(record, SagaStatus.COMPENSATED)
+
+    @staticmethod
+    def _may_have_taken_effect(step: Step[Any], record: SagaRecord) -> bool:
+        return any(
+            attempt.code is None or step.policy.classify(attempt.code).may_have_taken_effect
+            for attempt in record.attempts_of(step.name, Phase.ACTION)
+        )
+
+    async def _attempt(
+        self,
+        context: SagaContext[Any],
+        record: SagaRecord,
+        step: Step[Any],
+        phase: Phase,
+        invocation: Invocation[Any, Any, Any],
+    ) -> AttemptRecord:
+        """One RPC, recorded before it is sent and after it returns."""
+        request = invocation.build(context)
+        number = len(record.attempts_of(step.name, phase)) + 1
+        attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())
+        await self.store.begin_attempt(record.saga_id, attempt)
+        self._checkpoint(f"{phase.value}-attempt-recorded")
+        record.attempts.append(attempt)
+        self.changes.notify(record.saga_id)
+        timeout = invocation.retry.attempt_timeout.total_seconds()
+        if phase is Phase.ACTION:
+            timeout = max(0.001, min(timeout, (record.deadline_ms - now_ms()) / 1000))
+        try:
+            await self._call(invocation.rpc)(request, timeout=timeout)
+            attempt.code = grpc.StatusCode.OK.name
+        except grpc.aio.AioRpcError as error:
+            attempt.code = error.code().name
+            attempt.message = error.details() or ""
+            attempt.reason = _error_reason(error)
+        attempt.finished_at_ms = now_ms()
+        self._checkpoint(f"{phase.value}-rpc-returned")
+        await self.store.finish_attempt(record.saga_id, attempt)
+        self._checkpoint("outcome-recorded")
+        record.updated_at_ms = attempt.finished_at_ms
+        self.changes.notify(record.saga_id)
+        return attempt
+
+    def _call(self, rpc: Rpc[Any, Any]) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+        call = self._calls.get(rpc.method)
+        if call is None:
+            call = self._channels[rpc.participant].unary_unary(
+                rpc.method,
+                request_serializer=rpc.request_type.SerializeToString,
+                response_deserializer=rpc.response_type.FromString,
+            )
+            self._calls[rpc.method] = call
+        return call
+
+    async def _set_status(
+        self,
+        record: SagaRecord,
+        status: SagaStatus,
+        *,
+        cause: Cause | None = None,
+        failures: list[CompensationFailure] | None = None,
+    ) -> None:
+        now = now_ms()
+        await self.store.set_status(
+            record.saga_id, status, at_ms=now, cause=cause, failures=failures or ()
+        )
+        self._checkpoint(f"status-recorded-{status.value.lower()}")
+        record.status = status
+        record.updated_at_ms = now
+        record.ended_at_ms = now if status.terminal else None
+        if cause is not None:
+            record.cause = cause
+        record.failures.extend(failures or ())
+        self.changes.notify(record.saga_id)
+
+
+def _error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The google.rpc.ErrorInfo reason a participant attached, if any."""
+    # grpc-stubs types metadata items as objects; at run time they are (key, value) pairs.
+    trailers = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
+    for key, value in trailers:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return ""

@@ -1,0 +1,54 @@
+"""Retry policies as data: exponential backoff with full jitter."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how fast a step's RPC is tried again."""
+
+    initial_interval: timedelta = timedelta(milliseconds=100)
+    """Upper bound of the first backoff; later ones grow by backoff_coefficient."""
+    backoff_coefficient: float = 2.0
+    """Each retry's upper bound is the previous one times this."""
+    maximum_interval: timedelta = timedelta(seconds=2)
+    """No backoff is longer than this."""
+    maximum_attempts: int = 5
+    """Attempts in all, the first included, before the step gives up."""
+    attempt_timeout: timedelta = timedelta(seconds=5)
+    """The deadline of each attempt's RPC."""
+
+    def __post_init__(self) -> None:
+        if self.initial_interval <= timedelta(0):
+            raise ValueError("initial_interval must be positive")
+        if self.backoff_coefficient < 1.0:
+            raise ValueError("backoff_coefficient must be at least 1")
+        if self.maximum_interval < self.initial_interval:
+            raise ValueError("maximum_interval must be at least initial_interval")
+        if self.maximum_attempts < 1:
+            raise ValueError("maximum_attempts must be at least 1")
+        if self.attempt_timeout <= timedelta(0):
+            raise ValueError("attempt_timeout must be positive")
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        Full jitter: uniform in [0, min(maximum, initial * coefficient^(attempt-1))],
+        so retries of many sagas hitting one participant spread out.
+        """
+        cap = min(
+            self.maximum_interval.total_seconds(),
+            self.initial_interval.total_seconds() * self.backoff_coefficient ** (attempt - 1),
+        )
+        return (rng or random).uniform(0.0, cap)
+
+
+DEFAULT_ACTION_RETRY = RetryPolicy()
+"""Actions: 5 attempts, backoff 0.1 s doubling to at most 2 s, 5 s per attempt."""
+
+DEFAULT_COMPENSATION_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=5))
+"""Compensations try harder: 10 attempts, backoff up to 5 s, then the saga is FAILED."""

@@ -1,0 +1,354 @@
+"""The saga log in SQLite (WAL, synchronous=FULL), written with group commit.
+
+Schema (three small tables):
+
+    sagas                  one row per saga: identity, input, status, cause
+    attempts               the write-ahead log: one row per RPC, its outcome
+                           filled in after the call (NULL code = in flight)
+    compensation_failures  compensations that ran out of attempts
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator_server.saga.store import (
+    AttemptRecord,
+    Cause,
+    CompensationFailure,
+    IdempotencyConflict,
+    Page,
+    Phase,
+    SagaRecord,
+    SagaStatus,
+)
+from service_kit.database import Database, Synchronous
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sagas (
+    saga_id             TEXT PRIMARY KEY,
+    saga_type           TEXT NOT NULL,
+    business_key        TEXT NOT NULL,
+    request_id          TEXT UNIQUE,           -- client idempotency key, NULL if none
+    input               BLOB NOT NULL,         -- the saga's input message, serialized
+    status              TEXT NOT NULL,         -- RUNNING, COMPENSATING, COMPLETED, ...
+    cancel_requested    INTEGER NOT NULL DEFAULT 0,
+    cause_step          TEXT,                  -- what started compensation
+    cause_code          TEXT,
+    cause_message       TEXT,
+    cause_reason        TEXT,
+    cause_at_epoch_ms   INTEGER,
+    created_at_epoch_ms INTEGER NOT NULL,
+    updated_at_epoch_ms INTEGER NOT NULL,
+    deadline_epoch_ms   INTEGER NOT NULL,
+    ended_at_epoch_ms   INTEGER
+);
+CREATE INDEX IF NOT EXISTS sagas_by_status ON sagas (status, created_at_epoch_ms, saga_id);
+CREATE INDEX IF NOT EXISTS sagas_by_created ON sagas (created_at_epoch_ms, saga_id);
+CREATE INDEX IF NOT EXISTS sagas_by_business_key ON sagas (business_key);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    seq                  INTEGER PRIMARY KEY AUTOINCREMENT,  -- log order
+    saga_id              TEXT NOT NULL REFERENCES sagas (saga_id),
+    step                 TEXT NOT NULL,
+    phase                TEXT NOT NULL,        -- action | compensation
+    number               INTEGER NOT NULL,     -- 1, 2, ... per (step, phase)
+    method               TEXT NOT NULL,
+    started_at_epoch_ms  INTEGER NOT NULL,
+    finished_at_epoch_ms INTEGER,
+    code                 TEXT,                 -- NULL until the outcome is recorded
+    message              TEXT NOT NULL DEFAULT '',
+    reason               TEXT NOT NULL DEFAULT '',
+    UNIQUE (saga_id, step, phase, number)
+);
+
+CREATE TABLE IF NOT EXISTS compensation_failures (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    saga_id      TEXT NOT NULL REFERENCES sagas (saga_id),
+    step         TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    code         TEXT NOT NULL,
+    message      TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    at_epoch_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS compensation_failures_by_saga ON compensation_failures (saga_id);
+"""
+
+_ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
+
+
+class SqliteSagaStore:
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
+        self.db = Database(path, schema=SCHEMA, synchronous=synchronous)
+
+    async def open(self) -> SqliteSagaStore:
+        await self.db.open()
+        return self
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        def create(conn: sqlite3.Connection) -> tuple[SagaRecord, bool]:
+            if saga.request_id is not None:
+                existing = _load_where(conn, "request_id = ?", (saga.request_id,))
+                if existing is not None:
+                    if existing.input != saga.input or existing.saga_type != saga.saga_type:
+                        raise IdempotencyConflict(existing)
+                    return existing, False
+            conn.execute(
+                "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
+                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    saga.saga_id,
+                    saga.saga_type,
+                    saga.business_key,
+                    saga.request_id,
+                    saga.input,
+                    saga.status.value,
+                    saga.created_at_ms,
+                    saga.updated_at_ms,
+                    saga.deadline_ms,
+                ),
+            )
+            return saga, True
+
+        return await self.db.run(create)
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        return await self.db.run(lambda conn: _load_where(conn, "saga_id = ?", (saga_id,)))
+
+    async def load_by_business_key(self, business_key: str) -> SagaRecord | None:
+        return await self.db.run(
+            lambda conn: _load_where(conn, "business_key = ?", (business_key,))
+        )
+
+    async def begin_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
+        def begin(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO attempts (saga_id, step, phase, number, method,"
+                " started_at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    saga_id,
+                    attempt.step,
+                    attempt.phase.value,
+                    attempt.number,
+                    attempt.method,
+                    attempt.started_at_ms,
+                ),
+            )
+            conn.execute(
+                "UPDATE sagas SET updated_at_epoch_ms = ? WHERE saga_id = ?",
+                (attempt.started_at_ms, saga_id),
+            )
+
+        await self.db.run(begin)
+
+    async def finish_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
+        def finish(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE attempts SET finished_at_epoch_ms = ?, code = ?, message = ?, reason = ?"
+                " WHERE saga_id = ? AND step = ? AND phase = ? AND number = ?",
+                (
+                    attempt.finished_at_ms,
+                    attempt.code,
+                    attempt.message,
+                    attempt.reason,
+                    saga_id,
+                    attempt.step,
+                    attempt.phase.value,
+                    attempt.number,
+                ),
+            )
+            conn.execute(
+                "UPDATE sagas SET updated_at_epoch_ms = ? WHERE saga_id = ?",
+                (attempt.finished_at_ms, saga_id),
+            )
+
+        await self.db.run(finish)
+
+    async def set_status(
+        self,
+        saga_id: str,
+        status: SagaStatus,
+        *,
+        at_ms: int,
+        cause: Cause | None = None,
+        failures: Sequence[CompensationFailure] = (),
+    ) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE sagas SET status = ?, updated_at_epoch_ms = ?,"
+                " ended_at_epoch_ms = CASE WHEN ? THEN ? ELSE NULL END WHERE saga_id = ?",
+                (status.value, at_ms, status.terminal, at_ms, saga_id),
+            )
+            if cause is not None:
+                conn.execute(
+                    "UPDATE sagas SET cause_step = ?, cause_code = ?, cause_message = ?,"
+                    " cause_reason = ?, cause_at_epoch_ms = ? WHERE saga_id = ?",
+                    (cause.step, cause.code, cause.message, cause.reason, cause.at_ms, saga_id),
+                )
+            conn.executemany(
+                "INSERT INTO compensation_failures (saga_id, step, method, code, message,"
+                " attempts, at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (saga_id, f.step, f.method, f.code, f.message, f.attempts, f.at_ms)
+                    for f in failures
+                ],
+            )
+
+        await self.db.run(update)
+
+    async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
+        def cancel(conn: sqlite3.Connection) -> SagaRecord | None:
+            conn.execute(
+                "UPDATE sagas SET cancel_requested = 1, updated_at_epoch_ms = ?"
+                " WHERE saga_id = ? AND status = ?",
+                (at_ms, saga_id, SagaStatus.RUNNING.value),
+            )
+            return _load_where(conn, "saga_id = ?", (saga_id,))
+
+        return await self.db.run(cancel)
+
+    async def resume(self, saga_id: str, at_ms: int) -> SagaRecord | None:
+        def resume(conn: sqlite3.Connection) -> SagaRecord | None:
+            conn.execute(
+                "UPDATE sagas SET status = ?, updated_at_epoch_ms = ?, ended_at_epoch_ms = NULL"
+                " WHERE saga_id = ? AND status = ?",
+                (SagaStatus.COMPENSATING.value, at_ms, saga_id, SagaStatus.FAILED.value),
+            )
+            return _load_where(conn, "saga_id = ?", (saga_id,))
+
+        return await self.db.run(resume)
+
+    async def unfinished(self) -> list[str]:
+        def unfinished(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT saga_id FROM sagas WHERE status IN (?, ?) ORDER BY created_at_epoch_ms",
+                _ACTIVE,
+            ).fetchall()
+            return [row["saga_id"] for row in rows]
+
+        return await self.db.run(unfinished)
+
+    async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:
+        def close(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE attempts SET finished_at_epoch_ms = ?, code = ?, message = ?"
+                " WHERE saga_id = ? AND code IS NULL",
+                (
+                    at_ms,
+                    code,
+                    "outcome never recorded: the orchestrator stopped during the call",
+                    saga_id,
+                ),
+            )
+            return cursor.rowcount
+
+        return await self.db.run(close)
+
+    async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page:
+        after = _decode_token(page_token)
+
+        def page(conn: sqlite3.Connection) -> Page:
+            where: list[str] = []
+            params: list[object] = []
+            if status is not None:
+                where.append("status = ?")
+                params.append(status.value)
+            if after is not None:
+                where.append("(created_at_epoch_ms, saga_id) < (?, ?)")
+                params.extend(after)
+            sql = "SELECT * FROM sagas"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY created_at_epoch_ms DESC, saga_id DESC LIMIT ?"
+            rows = conn.execute(sql, (*params, page_size + 1)).fetchall()
+            records = [_hydrate(conn, row) for row in rows[:page_size]]
+            token = ""
+            if len(rows) > page_size:
+                last = records[-1]
+                token = _encode_token(last.created_at_ms, last.saga_id)
+            return Page(records, token)
+
+        return await self.db.run(page)
+
+
+class BadPageToken(ValueError):
+    pass
+
+
+def _encode_token(created_at_ms: int, saga_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at_ms, saga_id]).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[int, str] | None:
+    if not token:
+        return None
+    try:
+        created_at_ms, saga_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(created_at_ms), str(saga_id)
+    except (ValueError, TypeError) as error:
+        raise BadPageToken(f"page_token {token!r} is not one this server gave out") from error
+
+
+def _load_where(conn: sqlite3.Connection, where: str, params: tuple[str, ...]) -> SagaRecord | None:
+    row = conn.execute(f"SELECT * FROM sagas WHERE {where}", params).fetchone()
+    return None if row is None else _hydrate(conn, row)
+
+
+def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
+    saga_id = row["saga_id"]
+    cause = None
+    if row["cause_code"] is not None:
+        cause = Cause(
+            row["cause_step"],
+            row["cause_code"],
+            row["cause_message"],
+            row["cause_reason"],
+            row["cause_at_epoch_ms"],
+        )
+    attempts = [
+        AttemptRecord(
+            a["step"],
+            Phase(a["phase"]),
+            a["number"],
+            a["method"],
+            a["started_at_epoch_ms"],
+            a["finished_at_epoch_ms"],
+            a["code"],
+            a["message"],
+            a["reason"],
+        )
+        for a in conn.execute("SELECT * FROM attempts WHERE saga_id = ? ORDER BY seq", (saga_id,))
+    ]
+    failures = [
+        CompensationFailure(
+            f["step"], f["method"], f["code"], f["message"], f["attempts"], f["at_epoch_ms"]
+        )
+        for f in conn.execute(
+            "SELECT * FROM compensation_failures WHERE saga_id = ? ORDER BY seq", (saga_id,)
+        )
+    ]
+    return SagaRecord(
+        saga_id=saga_id,
+        saga_type=row["saga_type"],
+        business_key=row["business_key"],
+        request_id=row["request_id"],
+        input=row["input"],
+        status=SagaStatus(row["status"]),
+        created_at_ms=row["created_at_epoch_ms"],
+        updated_at_ms=row["updated_at_epoch_ms"],
+        deadline_ms=row["deadline_epoch_ms"],
+        ended_at_ms=row["ended_at_epoch_ms"],
+        cause=cause,
+        cancel_requested=bool(row["cancel_requested"]),
+        attempts=attempts,
+        failures=failures,
+    )

@@ -1,0 +1,158 @@
+"""The saga log: its records, and the boundary every store implements.
+
+The log is written ahead: an attempt is recorded before its RPC is sent and
+its outcome after, so after a crash the engine knows exactly which calls may
+have happened. A saga's state is derived from its attempts; the `status`
+column is kept alongside so that listing and recovery need no replay.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class SagaStatus(enum.StrEnum):
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED)
+
+
+class Phase(enum.StrEnum):
+    ACTION = "action"
+    COMPENSATION = "compensation"
+
+
+@dataclass
+class AttemptRecord:
+    step: str
+    phase: Phase
+    number: int
+    method: str
+    started_at_ms: int
+    finished_at_ms: int | None = None
+    code: str | None = None
+    """Status code name; None while the RPC is in flight (or was, at a crash)."""
+    message: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """What made the saga compensate."""
+
+    step: str
+    code: str
+    message: str
+    reason: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CompensationFailure:
+    step: str
+    method: str
+    code: str
+    message: str
+    attempts: int
+    at_ms: int
+
+
+@dataclass
+class SagaRecord:
+    saga_id: str
+    saga_type: str
+    business_key: str
+    request_id: str | None
+    input: bytes
+    status: SagaStatus
+    created_at_ms: int
+    updated_at_ms: int
+    deadline_ms: int
+    ended_at_ms: int | None = None
+    cause: Cause | None = None
+    cancel_requested: bool = False
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    failures: list[CompensationFailure] = field(default_factory=list)
+
+    def attempts_of(self, step: str, phase: Phase) -> list[AttemptRecord]:
+        return [a for a in self.attempts if a.step == step and a.phase == phase]
+
+    def succeeded(self, step: str, phase: Phase) -> bool:
+        return any(a.code == "OK" for a in self.attempts_of(step, phase))
+
+
+class IdempotencyConflict(Exception):
+    """A request_id was used before with a different input."""
+
+    def __init__(self, existing: SagaRecord) -> None:
+        super().__init__(f"request_id {existing.request_id} belongs to saga {existing.saga_id}")
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class Page:
+    sagas: Sequence[SagaRecord]
+    next_page_token: str
+
+
+class SagaStore(Protocol):
+    """Durable storage of sagas. Every method's write is durable when it returns."""
+
+    async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        """Inserts saga, or returns the saga already made for its request_id.
+
+        Returns (record, created). Raises IdempotencyConflict when the
+        request_id belongs to a saga with a different input.
+        """
+        ...
+
+    async def load(self, saga_id: str) -> SagaRecord | None: ...
+
+    async def load_by_business_key(self, business_key: str) -> SagaRecord | None: ...
+
+    async def begin_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
+        """Records an attempt before its RPC is sent."""
+        ...
+
+    async def finish_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
+        """Records an attempt's outcome (code, message, reason, finished_at_ms)."""
+        ...
+
+    async def set_status(
+        self,
+        saga_id: str,
+        status: SagaStatus,
+        *,
+        at_ms: int,
+        cause: Cause | None = None,
+        failures: Sequence[CompensationFailure] = (),
+    ) -> None:
+        """Moves the saga to status; keeps cause and appends failures if given."""
+        ...
+
+    async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
+        """Marks a RUNNING saga to be compensated; returns the saga as it is now."""
+        ...
+
+    async def resume(self, saga_id: str, at_ms: int) -> SagaRecord | None:
+        """Moves a FAILED saga back to COMPENSATING; returns the saga as it is now."""
+        ...
+
+    async def unfinished(self) -> list[str]:
+        """Ids of every saga that is RUNNING or COMPENSATING."""
+        ...
+
+    async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:
+        """Closes attempts whose outcome was never recorded (found at recovery)."""
+        ...
+
+    async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page: ...

@@ -1,0 +1,216 @@
+"""OrchestratorService: place orders, and see and repair their sagas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
+from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
+
+from orchestrator_server.saga.definition import SagaDefinition
+from orchestrator_server.saga.engine import SagaEngine
+from orchestrator_server.saga.sqlite_store import BadPageToken
+from orchestrator_server.saga.store import IdempotencyConflict, SagaRecord, SagaStatus
+from orchestrator_server.views import (
+    order_view,
+    saga_events,
+    saga_status,
+    saga_view,
+    status_from_proto,
+)
+from service_kit import errors, validation
+from service_kit.errors import Context, FieldViolation
+
+DOMAIN = "minisaga.orchestrator.v1"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+# PlaceOrder answers this long before the caller's deadline, with the saga as it is.
+_REPLY_MARGIN_SECONDS = 0.05
+SAGA_NOT_RESUMABLE = "SAGA_NOT_RESUMABLE"
+SAGA_NOT_CANCELLABLE = "SAGA_NOT_CANCELLABLE"
+
+
+class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(
+        self,
+        engine: SagaEngine,
+        place_order: SagaDefinition[pb.PlaceOrderRequest],
+        inventory: inventory_pb2_grpc.InventoryServiceAsyncStub,
+    ) -> None:
+        self.engine = engine
+        self.place_order = place_order
+        self.inventory = inventory
+        self._known_products: set[str] = set()  # products are never deleted
+
+    @errors.rpc_errors(DOMAIN)
+    async def PlaceOrder(
+        self, request: pb.PlaceOrderRequest, context: Context
+    ) -> pb.PlaceOrderResponse:
+        validation.require_valid(
+            validation.check_id("request_id", request.request_id, required=False),
+            validation.check_id("product_id", request.product_id),
+            validation.check_quantity("quantity", request.quantity),
+            validation.check_amount("amount", request.amount),
+            validation.check_currency("currency", request.currency),
+            validation.check_text("address", request.address, required=False),
+        )
+        await self._check_product_exists(request.product_id)
+        try:
+            record, _ = await self.engine.start(
+                self.place_order,
+                request,
+                business_key=f"ord_{uuid.uuid4().hex}",
+                request_id=request.request_id or None,
+            )
+        except IdempotencyConflict as conflict:
+            raise errors.already_exists(
+                errors.IDEMPOTENCY_KEY_REUSED,
+                f"request_id {request.request_id!r} was used for another order "
+                f"(saga {conflict.existing.saga_id})",
+                saga_id=conflict.existing.saga_id,
+            ) from conflict
+        remaining = context.time_remaining()
+        timeout = None if remaining is None else max(0.0, remaining - _REPLY_MARGIN_SECONDS)
+        final = await self.engine.wait(record.saga_id, timeout) or record
+        return pb.PlaceOrderResponse(
+            order_id=final.business_key,
+            saga_id=final.saga_id,
+            status=saga_status(final.status),
+            saga=self._view(final),
+        )
+
+    async def _check_product_exists(self, product_id: str) -> None:
+        """Refuses an unknown product before any money moves.
+
+        Only a definite NOT_FOUND refuses the order: if Inventory is down the
+        saga itself retries, and compensates if it must.
+        """
+        if product_id in self._known_products:
+            return
+        try:
+            await self.inventory.GetStock(
+                inventory_pb2.GetStockRequest(product_id=product_id), timeout=5.0
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise errors.invalid_argument(
+                    FieldViolation("product_id", f"unknown product {product_id!r}")
+                ) from error
+            return
+        self._known_products.add(product_id)
+
+    @errors.rpc_errors(DOMAIN)
+    async def GetSaga(self, request: pb.GetSagaRequest, context: Context) -> pb.GetSagaResponse:
+        record = await self._load(request.saga_id)
+        return pb.GetSagaResponse(saga=self._view(record))
+
+    @errors.rpc_errors(DOMAIN)
+    async def ListSagas(
+        self, request: pb.ListSagasRequest, context: Context
+    ) -> pb.ListSagasResponse:
+        if request.page_size < 0:
+            raise errors.invalid_argument(FieldViolation("page_size", "must not be negative"))
+        if request.status not in pb.SagaStatus.values():
+            raise errors.invalid_argument(FieldViolation("status", "unknown saga status"))
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        try:
+            page = await self.engine.store.list(
+                status_from_proto(request.status), page_size, request.page_token
+            )
+        except BadPageToken as error:
+            raise errors.invalid_argument(FieldViolation("page_token", str(error))) from error
+        return pb.ListSagasResponse(
+            sagas=[self._view(record) for record in page.sagas],
+            next_page_token=page.next_page_token,
+        )
+
+    @errors.rpc_errors(DOMAIN)
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
+        validation.require_valid(validation.check_id("order_id", request.order_id))
+        record = await self.engine.store.load_by_business_key(request.order_id)
+        if record is None:
+            raise errors.not_found(f"no order {request.order_id}", order_id=request.order_id)
+        order = pb.PlaceOrderRequest.FromString(record.input)
+        return pb.GetOrderResponse(order=order_view(record, order), saga=self._view(record))
+
+    @errors.rpc_errors(DOMAIN)
+    async def ResumeSaga(
+        self, request: pb.ResumeSagaRequest, context: Context
+    ) -> pb.ResumeSagaResponse:
+        record = await self._load(request.saga_id)
+        if record.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
+            raise errors.failed_precondition(
+                SAGA_NOT_RESUMABLE,
+                f"saga {record.saga_id} is {record.status.value}; only a FAILED saga is resumed",
+                status=record.status.value,
+            )
+        resumed = await self.engine.resume(record.saga_id) or record
+        return pb.ResumeSagaResponse(saga=self._view(resumed))
+
+    @errors.rpc_errors(DOMAIN)
+    async def CancelSaga(
+        self, request: pb.CancelSagaRequest, context: Context
+    ) -> pb.CancelSagaResponse:
+        record = await self._load(request.saga_id)
+        if record.status in (SagaStatus.COMPLETED, SagaStatus.FAILED):
+            hint = "use ResumeSaga" if record.status is SagaStatus.FAILED else "it is done"
+            raise errors.failed_precondition(
+                SAGA_NOT_CANCELLABLE,
+                f"saga {record.saga_id} is {record.status.value}; {hint}",
+                status=record.status.value,
+            )
+        if record.status is SagaStatus.RUNNING:
+            record = await self.engine.cancel(record.saga_id) or record
+        return pb.CancelSagaResponse(saga=self._view(record))
+
+    async def WatchSaga(
+        self, request: pb.WatchSagaRequest, context: Context
+    ) -> AsyncIterator[pb.WatchSagaResponse]:
+        try:
+            record = await self._load(request.saga_id)
+        except errors.ServiceError as error:
+            status = error.to_status(DOMAIN)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            return
+        sent: set[Any] = set()
+        sequence = 0
+        while True:
+            view = self._view(record)
+            for key, event in saga_events(record):
+                if key in sent:
+                    continue
+                sent.add(key)
+                sequence += 1
+                event.sequence = sequence
+                yield pb.WatchSagaResponse(event=event, saga=view)
+            if record.status.terminal:
+                return
+            changed = self.engine.changes.event(record.saga_id)
+            fresh = await self.engine.store.load(record.saga_id)
+            if (
+                fresh is not None
+                and fresh.updated_at_ms == record.updated_at_ms
+                and (fresh.status == record.status)
+            ):
+                with contextlib.suppress(
+                    TimeoutError
+                ):  # another process may drive the saga: poll as well as listen
+                    await asyncio.wait_for(changed.wait(), 1.0)
+                fresh = await self.engine.store.load(record.saga_id)
+            record = fresh or record
+
+    async def _load(self, saga_id: str) -> SagaRecord:
+        validation.require_valid(validation.check_saga_id("saga_id", saga_id))
+        record = await self.engine.store.load(saga_id)
+        if record is None:
+            raise errors.not_found(f"no saga {saga_id}", saga_id=saga_id)
+        return record
+
+    def _view(self, record: SagaRecord) -> pb.Saga:
+        return saga_view(record, self.engine.definition(record.saga_type))

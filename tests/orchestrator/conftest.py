@@ -1,0 +1,141 @@
+"""A whole system in-process: three participants and an orchestrator with fast retries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
+from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
+from minisaga.payment.v1 import payment_pb2_grpc
+from minisaga.shipping.v1 import shipping_pb2_grpc
+
+from orchestrator_server.app import Orchestrator, OrchestratorConfig, start
+from orchestrator_server.saga.retry import RetryPolicy
+from tests.conftest import start_inventory, start_payment, start_shipping
+from tests.harness import InProcess
+
+STOCK = 100
+FAST_ACTIONS = RetryPolicy(
+    initial_interval=timedelta(milliseconds=5),
+    maximum_interval=timedelta(milliseconds=20),
+    maximum_attempts=5,
+    attempt_timeout=timedelta(seconds=2),
+)
+FAST_COMPENSATIONS = RetryPolicy(
+    initial_interval=timedelta(milliseconds=5),
+    maximum_interval=timedelta(milliseconds=20),
+    maximum_attempts=4,
+    attempt_timeout=timedelta(seconds=2),
+)
+
+
+@dataclass
+class System:
+    tmp: Path
+    payment: InProcess
+    inventory: InProcess
+    shipping: InProcess
+    config: OrchestratorConfig
+    orchestrator: Orchestrator
+    channel: grpc.aio.Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._connect()
+
+    def _connect(self) -> None:
+        self.channel = grpc.aio.insecure_channel(self.orchestrator.address)
+
+    @property
+    def api(self) -> orchestrator_pb2_grpc.OrchestratorServiceAsyncStub:
+        return orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
+
+    @property
+    def payments(self) -> payment_pb2_grpc.PaymentServiceAsyncStub:
+        return payment_pb2_grpc.PaymentServiceStub(self.payment.channel)
+
+    @property
+    def stock(self) -> inventory_pb2_grpc.InventoryServiceAsyncStub:
+        return inventory_pb2_grpc.InventoryServiceStub(self.inventory.channel)
+
+    @property
+    def shipments(self) -> shipping_pb2_grpc.ShippingServiceAsyncStub:
+        return shipping_pb2_grpc.ShippingServiceStub(self.shipping.channel)
+
+    async def place(self, timeout: float = 30.0, **fields: Any) -> pb.PlaceOrderResponse:
+        request = pb.PlaceOrderRequest(
+            product_id="apple", quantity=2, amount=1200, address="1-2-3 Shibuya, Tokyo"
+        )
+        for name, value in fields.items():
+            setattr(request, name, value)
+        return await self.api.PlaceOrder(request, timeout=timeout)
+
+    async def saga(self, saga_id: str) -> pb.Saga:
+        return (await self.api.GetSaga(pb.GetSagaRequest(saga_id=saga_id))).saga
+
+    async def available(self, product_id: str = "apple") -> tuple[int, int]:
+        stock = (
+            await self.stock.GetStock(inventory_pb2.GetStockRequest(product_id=product_id))
+        ).stock
+        return stock.quantity, stock.reserved
+
+    async def restart_orchestrator(self, config: OrchestratorConfig | None = None) -> None:
+        """Stops the orchestrator (its sagas stay in the log) and starts it again."""
+        await self.channel.close(None)
+        await self.orchestrator.stop()
+        self.config = config or self.config
+        self.orchestrator = await start(self.config)
+        self._connect()
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+        await self.orchestrator.stop()
+        for participant in (self.payment, self.inventory, self.shipping):
+            await participant.stop()
+
+
+def timeline(saga: pb.Saga) -> list[str]:
+    """The saga's RPCs as a script: "charge OK", "reserve FAILED_PRECONDITION", "undo charge OK"."""
+    lines = []
+    for execution in saga.steps:
+        prefix = "undo " if execution.phase == pb.STEP_PHASE_COMPENSATION else ""
+        for attempt in execution.attempts:
+            lines.append(f"{prefix}{execution.step} {attempt.code}")
+    return lines
+
+
+async def start_system(tmp: Path, **config: Any) -> System:
+    payment = await start_payment(tmp / "payment.db")
+    inventory = await start_inventory(tmp / "inventory.db", {"apple": STOCK, "banana": STOCK})
+    shipping = await start_shipping(tmp / "shipping.db")
+    settings: dict[str, Any] = {
+        "action_retry": FAST_ACTIONS,
+        "compensation_retry": FAST_COMPENSATIONS,
+        "saga_deadline": timedelta(seconds=30),
+    }
+    settings.update(config)
+    orchestrator_config = OrchestratorConfig(
+        db=tmp / "orchestrator.db",
+        participants={
+            "payment": payment.address,
+            "inventory": inventory.address,
+            "shipping": shipping.address,
+        },
+        listen="127.0.0.1:0",
+        **settings,
+    )
+    orchestrator = await start(orchestrator_config)
+    return System(tmp, payment, inventory, shipping, orchestrator_config, orchestrator)
+
+
+@pytest.fixture
+async def system(tmp_path: Path) -> AsyncIterator[System]:
+    started = await start_system(tmp_path)
+    yield started
+    await started.close()
