@@ -1,0 +1,307 @@
+"""python -m service_kit.run_all: every minisaga service on this machine (`make run`).
+
+Starts Payment, Inventory and Shipping, then the orchestrator (when its
+module exists), each as a subprocess with its SQLite file under --data-dir;
+waits until each reports SERVING through grpc.health.v1.Health; prints one
+line per service; then waits. Ctrl-C or SIGTERM stops every child with
+SIGTERM (each drains its calls in flight) and exits 0. If a child dies on its
+own, the others are stopped and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from service_kit.health import wait_until_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+# How often the supervisor looks for a child that died on its own.
+POLL_INTERVAL = 0.2
+
+
+@dataclass
+class Child:
+    name: str
+    module: str
+    address: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m service_kit.run_all",
+        description="Start all minisaga services (what `make run` runs); Ctrl-C stops them all.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="data",
+        type=Path,
+        help="folder of the services' SQLite files, created if missing (default %(default)s)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address every service listens on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=7001,
+        help="orchestrator on this port, payment, inventory, shipping on the next three "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--ports",
+        default=None,
+        metavar="O,P,I,S",
+        help="explicit ports for orchestrator,payment,inventory,shipping; overrides --base-port",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=STARTUP_TIMEOUT,
+        help="seconds each service may take to report SERVING (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if args.ports is not None:
+        try:
+            ports = [int(p) for p in args.ports.split(",")]
+        except ValueError:
+            parser.error(f"--ports must be four comma-separated numbers, got {args.ports!r}")
+        if len(ports) != 4:
+            parser.error(f"--ports must be four comma-separated numbers, got {args.ports!r}")
+    else:
+        ports = [args.base_port + i for i in range(4)]
+    if not all(0 < p < 65536 for p in ports):
+        parser.error(f"ports out of range: {ports}")
+    args.port_list = ports
+    return args
+
+
+def module_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
+
+
+def plan(args: argparse.Namespace) -> list[Child]:
+    """The services to start, participants first (the orchestrator calls them)."""
+    data: Path = args.data_dir.resolve()
+    host: str = args.host
+    orchestrator_port, payment_port, inventory_port, shipping_port = args.port_list
+    payment = f"{host}:{payment_port}"
+    inventory = f"{host}:{inventory_port}"
+    shipping = f"{host}:{shipping_port}"
+    children = [
+        Child(
+            "payment",
+            "payment_server",
+            payment,
+            ["--listen", payment, "--db", str(data / "payment.db")],
+        ),
+        Child(
+            "inventory",
+            "inventory_server",
+            inventory,
+            ["--listen", inventory, "--db", str(data / "inventory.db")],
+        ),
+        Child(
+            "shipping",
+            "shipping_server",
+            shipping,
+            ["--listen", shipping, "--db", str(data / "shipping.db")],
+        ),
+    ]
+    if module_exists("orchestrator_server.__main__"):
+        orchestrator = f"{host}:{orchestrator_port}"
+        children.append(
+            Child(
+                "orchestrator",
+                "orchestrator_server",
+                orchestrator,
+                [
+                    "--listen",
+                    orchestrator,
+                    "--db",
+                    str(data / "orchestrator.db"),
+                    "--payment",
+                    payment,
+                    "--inventory",
+                    inventory,
+                    "--shipping",
+                    shipping,
+                ],
+            )
+        )
+    else:
+        print(
+            "orchestrator: not started (orchestrator_server.__main__ not found)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return children
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(ROOT), str(ROOT / "generated")]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM me if run_all itself is killed (Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def start(child: Child, env: dict[str, str]) -> None:
+    child.process = subprocess.Popen(
+        [sys.executable, "-m", child.module, *child.args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+class Failed(Exception):
+    """A child died or never became SERVING."""
+
+
+def wait_serving(child: Child, stop: threading.Event, timeout: float) -> None:
+    """Waits for SERVING, giving up early if the child exits or we are told to stop."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(child.address) as channel:
+        while True:
+            if stop.is_set():
+                return
+            assert child.process is not None
+            code = child.process.poll()
+            if code is not None:
+                if stop.is_set():  # Ctrl-C reached the child too, and it stopped first
+                    return
+                raise Failed(f"{child.name} exited with status {code} while starting")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Failed(
+                    f"{child.name} did not report SERVING on {child.address} within {timeout:g}s"
+                )
+            try:
+                wait_until_serving(channel, "", timeout=min(0.5, remaining))
+                return
+            except TimeoutError:
+                continue
+
+
+def stop_all(children: Sequence[Child], timeout: float = STOP_TIMEOUT) -> dict[str, int]:
+    """SIGTERMs every live child (orchestrator first), waits, SIGKILLs stragglers."""
+    for child in reversed(children):
+        if child.alive():
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    codes: dict[str, int] = {}
+    for child in reversed(children):
+        if child.process is None:
+            continue
+        try:
+            codes[child.name] = child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{child.name} did not stop in {timeout:g}s: SIGKILL", file=sys.stderr)
+            child.process.kill()
+            codes[child.name] = child.process.wait()
+    return codes
+
+
+def grpcurl_command() -> str:
+    """How to type grpcurl here: bare when on PATH, else the venv's copy."""
+    if shutil.which("grpcurl"):
+        return "grpcurl"
+    beside = Path(sys.executable).parent / "grpcurl"
+    if beside.exists():
+        relative = os.path.relpath(beside)
+        return relative if not relative.startswith("..") else str(beside)
+    return "grpcurl"
+
+
+def supervise(children: Sequence[Child], stop: threading.Event, startup_timeout: float) -> int:
+    env = child_env()
+    for child in children:
+        start(child, env)
+    name_width = max(len(child.name) for child in children) + 2
+    width = max(len(child.address) for child in children) + 2
+    for child in children:
+        wait_serving(child, stop, startup_timeout)
+        if stop.is_set():
+            return 0
+        print(f"{child.name:<{name_width}}{child.address:<{width}}SERVING", flush=True)
+    print(
+        f"hint: {grpcurl_command()} -plaintext {children[0].address} list"
+        "    (Ctrl-C stops all services)",
+        flush=True,
+    )
+    while not stop.wait(POLL_INTERVAL):
+        for child in children:
+            assert child.process is not None
+            code = child.process.poll()
+            if code is not None and not stop.is_set():
+                raise Failed(f"{child.name} exited with status {code}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    children = plan(args)
+    status = 0
+    try:
+        status = supervise(children, stop, args.startup_timeout)
+    except Failed as error:
+        print(f"run_all: {error}; stopping the others", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        codes = stop_all(children)
+    # A child stopped by our SIGTERM (or the terminal's SIGINT) stopped cleanly.
+    clean = {0, -signal.SIGTERM, -signal.SIGINT}
+    bad = {name: code for name, code in codes.items() if code not in clean}
+    if status == 0 and bad:
+        print(f"run_all: unclean exit: {bad}", file=sys.stderr, flush=True)
+        status = 1
+    if status == 0:
+        print("all services stopped", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""End-to-end tests: real service processes driven with the real grpcurl binary."""

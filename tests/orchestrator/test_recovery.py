@@ -1,0 +1,59 @@
+"""A stopped orchestrator picks every unfinished saga up again when it starts.
+
+(Kills with SIGKILL at exact points are in tests/crash; here the process
+stays up and the orchestrator is stopped and started in it, which is quick.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
+from minisaga.payment.v1 import payment_pb2
+
+from orchestrator_server.saga.policy import UNRECORDED
+from tests.harness import wait_until
+from tests.orchestrator.conftest import STOCK, System, timeline
+
+
+async def test_sagas_cut_off_mid_step_finish_after_a_restart(system: System) -> None:
+    system.inventory.faults.latency_ms = 500  # every saga is inside Reserve when we stop
+    system.inventory.faults.methods = frozenset({"Reserve"})
+    placed = await asyncio.gather(
+        *(system.place(timeout=0.2, fail_shipping=i % 2 == 1) for i in range(6))
+    )
+    assert {p.status for p in placed} == {pb.SAGA_STATUS_RUNNING}
+
+    await system.restart_orchestrator()
+    system.inventory.faults.latency_ms = 0
+
+    for p in placed:
+        final = [
+            u
+            async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=p.saga_id), timeout=30)
+        ][-1].saga
+        reserve = next(s for s in final.steps if s.step == "reserve")
+        assert reserve.attempts[0].code == UNRECORDED  # the call cut off by the stop
+        assert reserve.attempts[-1].code == "OK"
+        expected = (
+            pb.SAGA_STATUS_COMPLETED
+            if "ship OK" in timeline(final)
+            else (pb.SAGA_STATUS_COMPENSATED)
+        )
+        assert final.status == expected
+    statuses = [(await system.saga(p.saga_id)).status for p in placed]
+    assert statuses.count(pb.SAGA_STATUS_COMPLETED) == 3
+    assert await wait_until(lambda: system.available()) == (STOCK - 2 * 3, 2 * 3)
+    for p in placed:
+        payment = await system.payments.GetPayment(payment_pb2.GetPaymentRequest(saga_id=p.saga_id))
+        charged = payment.payment.status == payment_pb2.PAYMENT_STATUS_CHARGED
+        assert charged == ((await system.saga(p.saga_id)).status == pb.SAGA_STATUS_COMPLETED)
+
+
+async def test_recovery_twice_is_harmless(system: System) -> None:
+    placed = await system.place()
+    assert await system.orchestrator.engine.recover() == []
+    await system.restart_orchestrator()
+    again = await system.saga(placed.saga_id)
+    assert again.status == pb.SAGA_STATUS_COMPLETED
+    assert timeline(again) == ["charge OK", "reserve OK", "ship OK"]
