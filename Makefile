@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
 DATA   ?= data
 PROTOS := $(shell find protos -name '*.proto' | sort)
-CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server tests
+CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server examples tests
 
 .PHONY: install proto proto-check test lint run clean
 
