@@ -36,6 +36,7 @@ from orchestrator_server.saga.store import (
     SagaRecord,
     SagaStatus,
     SagaStore,
+    StatusChange,
 )
 from service_kit.clock import now_ms
 
@@ -76,7 +77,8 @@ class SagaEngine:
         self._channels = channels
         self._definitions = {d.name: d for d in definitions}
         self._rng = rng or random.Random()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[SagaRecord | None]] = {}
+        self._live: dict[str, SagaRecord] = {}  # the runner's own copy of each saga in flight
         self._cancels: dict[str, asyncio.Event] = {}
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         for definition in self._definitions.values():
@@ -117,14 +119,19 @@ class SagaEngine:
         )
         record, created = await self.store.create(record)
         if created:
-            self.drive(record.saga_id)
+            self.drive(record.saga_id, record)
         return record, created
 
-    def drive(self, saga_id: str) -> asyncio.Task[None]:
-        """Drives the saga on in the background (at most one task per saga)."""
+    def drive(
+        self, saga_id: str, record: SagaRecord | None = None
+    ) -> asyncio.Task[SagaRecord | None]:
+        """Drives the saga on in the background (at most one task per saga).
+
+        `record`, when the caller has just written it, saves reading it back.
+        """
         task = self._tasks.get(saga_id)
         if task is None:
-            task = asyncio.create_task(self._run(saga_id), name=f"saga:{saga_id}")
+            task = asyncio.create_task(self._run(saga_id, record), name=f"saga:{saga_id}")
             self._tasks[saga_id] = task
             task.add_done_callback(lambda t: self._finished(saga_id, t))
         return task
@@ -188,8 +195,9 @@ class SagaEngine:
 
     # --- driving one saga -------------------------------------------------
 
-    def _finished(self, saga_id: str, task: asyncio.Task[None]) -> None:
+    def _finished(self, saga_id: str, task: asyncio.Task[SagaRecord | None]) -> None:
         self._tasks.pop(saga_id, None)
+        self._live.pop(saga_id, None)
         self._cancels.pop(saga_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error(
@@ -201,10 +209,12 @@ class SagaEngine:
     def _cancel_event(self, saga_id: str) -> asyncio.Event:
         return self._cancels.setdefault(saga_id, asyncio.Event())
 
-    async def _run(self, saga_id: str) -> None:
-        record = await self.store.load(saga_id)
+    async def _run(self, saga_id: str, record: SagaRecord | None) -> SagaRecord | None:
+        if record is None:
+            record = await self.store.load(saga_id)
         if record is None or record.status.terminal:
-            return
+            return record
+        self._live[saga_id] = record
         if any(a.code is None for a in record.attempts):
             # Only this task makes attempts for this saga: these are from before a crash.
             now = now_ms()
@@ -219,21 +229,26 @@ class SagaEngine:
         if record.cancel_requested:
             self._cancel_event(saga_id).set()
         if record.status is SagaStatus.RUNNING:
-            cause = await self._forward(definition, context, record)
-            if cause is None:
-                await self._set_status(record, SagaStatus.COMPLETED)
-                return
+            outcome = await self._forward(definition, context, record)
+            if isinstance(outcome, AttemptRecord):  # the last step's success
+                await self._change_status(record, SagaStatus.COMPLETED, finished=outcome)
+                return record
+            cause, last = outcome
             log.info(
                 "saga %s compensating: %s %s %s", saga_id, cause.step, cause.code, cause.message
             )
-            await self._set_status(record, SagaStatus.COMPENSATING, cause=cause)
+            await self._change_status(record, SagaStatus.COMPENSATING, cause=cause, finished=last)
         await self._backward(definition, context, record)
+        return record
 
     async def _forward(
         self, definition: SagaDefinition[Any], context: SagaContext[Any], record: SagaRecord
-    ) -> Cause | None:
-        """Runs the actions in order; returns why to compensate, or None when all succeeded."""
+    ) -> AttemptRecord | tuple[Cause, AttemptRecord | None]:
+        """Runs the actions in order. Returns the last success, whose outcome the
+        caller writes with the status change; or why to compensate and the attempt
+        whose outcome is still to be written."""
         cancel = self._cancel_event(record.saga_id)
+        unsaved: AttemptRecord | None = None  # an OK outcome rides with the next write
         for step in definition.steps:
             if record.succeeded(step.name, Phase.ACTION):
                 continue
@@ -242,22 +257,31 @@ class SagaEngine:
             while True:
                 stop = self._stop_cause(step, record, cancel)
                 if stop is not None:
-                    return stop
+                    return stop, unsaved
                 tries += 1
-                attempt = await self._attempt(context, record, step, Phase.ACTION, step.action)
+                attempt = await self._attempt(
+                    context, record, step, Phase.ACTION, step.action, unsaved
+                )
+                unsaved = attempt
                 assert attempt.code is not None
                 if attempt.code == "OK":
                     break
                 outcome = step.policy.classify(attempt.code)
                 if not outcome.retryable or tries >= retry.maximum_attempts:
-                    return Cause(step.name, attempt.code, attempt.message, attempt.reason, now_ms())
+                    cause = Cause(
+                        step.name, attempt.code, attempt.message, attempt.reason, now_ms()
+                    )
+                    return cause, attempt
+                await self._write(record, finished=attempt)  # visible while we back off
+                unsaved = None
                 pause = min(
                     retry.backoff(tries, self._rng),
                     max(0.0, (record.deadline_ms - now_ms()) / 1000),
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cancel.wait(), pause)
-        return None
+        assert unsaved is not None, "a saga with no steps to run"
+        return unsaved
 
     def _stop_cause(
         self, step: Step[Any], record: SagaRecord, cancel: asyncio.Event
@@ -281,6 +305,7 @@ class SagaEngine:
     ) -> None:
         """Compensates, in reverse order, every step that may have taken effect."""
         failures: list[CompensationFailure] = []
+        unsaved: AttemptRecord | None = None
         for step in reversed(definition.steps):
             compensation = step.compensation
             if compensation is None or record.succeeded(step.name, Phase.COMPENSATION):
@@ -291,11 +316,14 @@ class SagaEngine:
             while True:
                 tries += 1
                 attempt = await self._attempt(
-                    context, record, step, Phase.COMPENSATION, compensation
+                    context, record, step, Phase.COMPENSATION, compensation, unsaved
                 )
+                unsaved = attempt
                 assert attempt.code is not None
                 if attempt.code == "OK":
                     break
+                await self._write(record, finished=attempt)
+                unsaved = None
                 if tries >= compensation.retry.maximum_attempts:
                     failures.append(
                         CompensationFailure(
@@ -316,10 +344,8 @@ class SagaEngine:
                     )
                     break
                 await asyncio.sleep(compensation.retry.backoff(tries, self._rng))
-        if failures:
-            await self._set_status(record, SagaStatus.FAILED, failures=failures)
-        else:
-            await self._set_status(record, SagaStatus.COMPENSATED)
+        status = SagaStatus.FAILED if failures else SagaStatus.COMPENSATED
+        await self._change_status(record, status, failures=failures, finished=unsaved)
 
     @staticmethod
     def _may_have_taken_effect(step: Step[Any], record: SagaRecord) -> bool:
@@ -335,15 +361,15 @@ class SagaEngine:
         step: Step[Any],
         phase: Phase,
         invocation: Invocation[Any, Any, Any],
+        unsaved: AttemptRecord | None,
     ) -> AttemptRecord:
-        """One RPC, recorded before it is sent and after it returns."""
+        """One RPC: recorded (with the previous attempt's outcome, if unsaved)
+        before it is sent. Its own outcome is returned for the next write."""
         request = invocation.build(context)
         number = len(record.attempts_of(step.name, phase)) + 1
         attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())
-        await self.store.begin_attempt(record.saga_id, attempt)
+        await self._write(record, finished=unsaved, begun=attempt)
         self._checkpoint(f"{phase.value}-attempt-recorded")
-        record.attempts.append(attempt)
-        self.changes.notify(record.saga_id)
         timeout = invocation.retry.attempt_timeout.total_seconds()
         if phase is Phase.ACTION:
             timeout = max(0.001, min(timeout, (record.deadline_ms - now_ms()) / 1000))
@@ -356,11 +382,42 @@ class SagaEngine:
             attempt.reason = _error_reason(error)
         attempt.finished_at_ms = now_ms()
         self._checkpoint(f"{phase.value}-rpc-returned")
-        await self.store.finish_attempt(record.saga_id, attempt)
-        self._checkpoint("outcome-recorded")
-        record.updated_at_ms = attempt.finished_at_ms
-        self.changes.notify(record.saga_id)
         return attempt
+
+    async def _write(
+        self,
+        record: SagaRecord,
+        *,
+        finished: AttemptRecord | None = None,
+        begun: AttemptRecord | None = None,
+        status: StatusChange | None = None,
+    ) -> None:
+        await self.store.write(record.saga_id, finished=finished, begun=begun, status=status)
+        if finished is not None:
+            self._checkpoint("outcome-recorded")
+        if begun is not None:
+            record.attempts.append(begun)
+        self.changes.notify(record.saga_id)
+
+    async def _change_status(
+        self,
+        record: SagaRecord,
+        status: SagaStatus,
+        *,
+        cause: Cause | None = None,
+        failures: list[CompensationFailure] | None = None,
+        finished: AttemptRecord | None = None,
+    ) -> None:
+        now = now_ms()
+        change = StatusChange(status, now, cause, tuple(failures or ()))
+        await self._write(record, finished=finished, status=change)
+        self._checkpoint(f"status-recorded-{status.value.lower()}")
+        record.status = status
+        record.updated_at_ms = now
+        record.ended_at_ms = now if status.terminal else None
+        if cause is not None:
+            record.cause = cause
+        record.failures.extend(change.failures)
 
     def _call(self, rpc: Rpc[Any, Any]) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
         call = self._calls.get(rpc.method)
@@ -372,27 +429,6 @@ class SagaEngine:
             )
             self._calls[rpc.method] = call
         return call
-
-    async def _set_status(
-        self,
-        record: SagaRecord,
-        status: SagaStatus,
-        *,
-        cause: Cause | None = None,
-        failures: list[CompensationFailure] | None = None,
-    ) -> None:
-        now = now_ms()
-        await self.store.set_status(
-            record.saga_id, status, at_ms=now, cause=cause, failures=failures or ()
-        )
-        self._checkpoint(f"status-recorded-{status.value.lower()}")
-        record.status = status
-        record.updated_at_ms = now
-        record.ended_at_ms = now if status.terminal else None
-        if cause is not None:
-            record.cause = cause
-        record.failures.extend(failures or ())
-        self.changes.notify(record.saga_id)
 
 
 def _error_reason(error: grpc.aio.AioRpcError) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator_server.saga.store import (
@@ -25,6 +24,7 @@ from orchestrator_server.saga.store import (
     Phase,
     SagaRecord,
     SagaStatus,
+    StatusChange,
 )
 from service_kit.database import Database, Synchronous
 
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS sagas (
     cause_reason        TEXT,
     cause_at_epoch_ms   INTEGER,
     created_at_epoch_ms INTEGER NOT NULL,
-    updated_at_epoch_ms INTEGER NOT NULL,
+    updated_at_epoch_ms INTEGER NOT NULL,  -- last status change; attempts carry their own times
     deadline_epoch_ms   INTEGER NOT NULL,
     ended_at_epoch_ms   INTEGER
 );
@@ -129,81 +129,47 @@ class SqliteSagaStore:
             lambda conn: _load_where(conn, "business_key = ?", (business_key,))
         )
 
-    async def begin_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
-        def begin(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO attempts (saga_id, step, phase, number, method,"
-                " started_at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    saga_id,
-                    attempt.step,
-                    attempt.phase.value,
-                    attempt.number,
-                    attempt.method,
-                    attempt.started_at_ms,
-                ),
-            )
-            conn.execute(
-                "UPDATE sagas SET updated_at_epoch_ms = ? WHERE saga_id = ?",
-                (attempt.started_at_ms, saga_id),
-            )
-
-        await self.db.run(begin)
-
-    async def finish_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
-        def finish(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE attempts SET finished_at_epoch_ms = ?, code = ?, message = ?, reason = ?"
-                " WHERE saga_id = ? AND step = ? AND phase = ? AND number = ?",
-                (
-                    attempt.finished_at_ms,
-                    attempt.code,
-                    attempt.message,
-                    attempt.reason,
-                    saga_id,
-                    attempt.step,
-                    attempt.phase.value,
-                    attempt.number,
-                ),
-            )
-            conn.execute(
-                "UPDATE sagas SET updated_at_epoch_ms = ? WHERE saga_id = ?",
-                (attempt.finished_at_ms, saga_id),
-            )
-
-        await self.db.run(finish)
-
-    async def set_status(
+    async def write(
         self,
         saga_id: str,
-        status: SagaStatus,
         *,
-        at_ms: int,
-        cause: Cause | None = None,
-        failures: Sequence[CompensationFailure] = (),
+        finished: AttemptRecord | None = None,
+        begun: AttemptRecord | None = None,
+        status: StatusChange | None = None,
     ) -> None:
-        def update(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE sagas SET status = ?, updated_at_epoch_ms = ?,"
-                " ended_at_epoch_ms = CASE WHEN ? THEN ? ELSE NULL END WHERE saga_id = ?",
-                (status.value, at_ms, status.terminal, at_ms, saga_id),
-            )
-            if cause is not None:
+        def write(conn: sqlite3.Connection) -> None:
+            if finished is not None:
                 conn.execute(
-                    "UPDATE sagas SET cause_step = ?, cause_code = ?, cause_message = ?,"
-                    " cause_reason = ?, cause_at_epoch_ms = ? WHERE saga_id = ?",
-                    (cause.step, cause.code, cause.message, cause.reason, cause.at_ms, saga_id),
+                    "UPDATE attempts SET finished_at_epoch_ms = ?, code = ?, message = ?,"
+                    " reason = ? WHERE saga_id = ? AND step = ? AND phase = ? AND number = ?",
+                    (
+                        finished.finished_at_ms,
+                        finished.code,
+                        finished.message,
+                        finished.reason,
+                        saga_id,
+                        finished.step,
+                        finished.phase.value,
+                        finished.number,
+                    ),
                 )
-            conn.executemany(
-                "INSERT INTO compensation_failures (saga_id, step, method, code, message,"
-                " attempts, at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (saga_id, f.step, f.method, f.code, f.message, f.attempts, f.at_ms)
-                    for f in failures
-                ],
-            )
+            if begun is not None:
+                conn.execute(
+                    "INSERT INTO attempts (saga_id, step, phase, number, method,"
+                    " started_at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        saga_id,
+                        begun.step,
+                        begun.phase.value,
+                        begun.number,
+                        begun.method,
+                        begun.started_at_ms,
+                    ),
+                )
+            if status is not None:
+                _change_status(conn, saga_id, status)
 
-        await self.db.run(update)
+        await self.db.run(write)
 
     async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         def cancel(conn: sqlite3.Connection) -> SagaRecord | None:
@@ -280,6 +246,29 @@ class SqliteSagaStore:
         return await self.db.run(page)
 
 
+def _change_status(conn: sqlite3.Connection, saga_id: str, change: StatusChange) -> None:
+    conn.execute(
+        "UPDATE sagas SET status = ?, updated_at_epoch_ms = ?,"
+        " ended_at_epoch_ms = CASE WHEN ? THEN ? ELSE NULL END WHERE saga_id = ?",
+        (change.status.value, change.at_ms, change.status.terminal, change.at_ms, saga_id),
+    )
+    if change.cause is not None:
+        cause = change.cause
+        conn.execute(
+            "UPDATE sagas SET cause_step = ?, cause_code = ?, cause_message = ?,"
+            " cause_reason = ?, cause_at_epoch_ms = ? WHERE saga_id = ?",
+            (cause.step, cause.code, cause.message, cause.reason, cause.at_ms, saga_id),
+        )
+    conn.executemany(
+        "INSERT INTO compensation_failures (saga_id, step, method, code, message,"
+        " attempts, at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (saga_id, f.step, f.method, f.code, f.message, f.attempts, f.at_ms)
+            for f in change.failures
+        ],
+    )
+
+
 class BadPageToken(ValueError):
     pass
 
@@ -336,6 +325,7 @@ def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
             "SELECT * FROM compensation_failures WHERE saga_id = ? ORDER BY seq", (saga_id,)
         )
     ]
+    latest_attempt = max((a.finished_at_ms or a.started_at_ms for a in attempts), default=0)
     return SagaRecord(
         saga_id=saga_id,
         saga_type=row["saga_type"],
@@ -344,7 +334,7 @@ def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
         input=row["input"],
         status=SagaStatus(row["status"]),
         created_at_ms=row["created_at_epoch_ms"],
-        updated_at_ms=row["updated_at_epoch_ms"],
+        updated_at_ms=max(row["updated_at_epoch_ms"], latest_attempt),
         deadline_ms=row["deadline_epoch_ms"],
         ended_at_ms=row["ended_at_epoch_ms"],
         cause=cause,

@@ -90,6 +90,16 @@ class SagaRecord:
         return any(a.code == "OK" for a in self.attempts_of(step, phase))
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    status: SagaStatus
+    at_ms: int
+    cause: Cause | None = None
+    """Set when the saga starts compensating."""
+    failures: Sequence[CompensationFailure] = ()
+    """Compensations that ran out of attempts, appended to the saga's list."""
+
+
 class IdempotencyConflict(Exception):
     """A request_id was used before with a different input."""
 
@@ -119,24 +129,21 @@ class SagaStore(Protocol):
 
     async def load_by_business_key(self, business_key: str) -> SagaRecord | None: ...
 
-    async def begin_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
-        """Records an attempt before its RPC is sent."""
-        ...
-
-    async def finish_attempt(self, saga_id: str, attempt: AttemptRecord) -> None:
-        """Records an attempt's outcome (code, message, reason, finished_at_ms)."""
-        ...
-
-    async def set_status(
+    async def write(
         self,
         saga_id: str,
-        status: SagaStatus,
         *,
-        at_ms: int,
-        cause: Cause | None = None,
-        failures: Sequence[CompensationFailure] = (),
+        finished: AttemptRecord | None = None,
+        begun: AttemptRecord | None = None,
+        status: StatusChange | None = None,
     ) -> None:
-        """Moves the saga to status; keeps cause and appends failures if given."""
+        """Records, in one transaction: an attempt's outcome, a new attempt
+        (before its RPC is sent), and a status change — whichever are given.
+
+        One transaction for "step k succeeded, step k+1 is being sent" halves
+        the commits a saga waits for, and is just as safe: an outcome lost in
+        a crash is an in-doubt attempt, re-sent at recovery.
+        """
         ...
 
     async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
