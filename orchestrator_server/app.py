@@ -38,6 +38,10 @@ class OrchestratorConfig:
     synchronous: Synchronous = "FULL"
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     channel_options: tuple[tuple[str, int], ...] = field(default=())
+    lease_renew_every: timedelta = timedelta(seconds=2)
+    """How often the leases of sagas in flight are renewed (shared stores)."""
+    recover_every: timedelta = timedelta(seconds=10)
+    """How often to look for sagas nobody drives: a dead replica's, say."""
     checkpoint: Callable[[str], None] | None = None
     """Called at each crash-relevant point of the engine (crash tests only)."""
 
@@ -80,6 +84,10 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
         engine, definition, inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
     )
     await engine.recover()
+    engine.start_maintenance(
+        renew_every=config.lease_renew_every.total_seconds(),
+        recover_every=config.recover_every.total_seconds(),
+    )
     server = await start_server(
         lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(service, s),
         [SERVICE],

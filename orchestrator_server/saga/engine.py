@@ -32,6 +32,7 @@ from orchestrator_server.saga.store import (
     AttemptRecord,
     Cause,
     CompensationFailure,
+    LeaseLost,
     Phase,
     SagaRecord,
     SagaStatus,
@@ -79,6 +80,7 @@ class SagaEngine:
         self._rng = rng or random.Random()
         self._tasks: dict[str, asyncio.Task[SagaRecord | None]] = {}
         self._live: dict[str, SagaRecord] = {}  # the runner's own copy of each saga in flight
+        self._maintenance: asyncio.Task[None] | None = None
         self._cancels: dict[str, asyncio.Event] = {}
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         for definition in self._definitions.values():
@@ -137,24 +139,64 @@ class SagaEngine:
         return task
 
     async def recover(self) -> list[str]:
-        """Drives every saga that is not terminal; running it twice is harmless."""
-        saga_ids = await self.store.unfinished()
+        """Drives every saga that is not terminal and that no live replica owns:
+        at start-up, and then now and again to take over from replicas that
+        died. Running it twice is harmless."""
+        saga_ids = [s for s in await self.store.claimable() if s not in self._tasks]
         for saga_id in saga_ids:
             self.drive(saga_id)
         if saga_ids:
             log.info("recovering %d unfinished saga(s)", len(saga_ids))
         return saga_ids
 
+    def start_maintenance(self, *, renew_every: float, recover_every: float) -> None:
+        """Runs `maintain` in the background until `close`."""
+        self._maintenance = asyncio.create_task(
+            self.maintain(renew_every=renew_every, recover_every=recover_every),
+            name="saga-maintenance",
+        )
+
+    async def maintain(self, *, renew_every: float, recover_every: float) -> None:
+        """Keeps the leases of the sagas in flight, passes on cancels asked
+        through other replicas, and takes over sagas whose owner died."""
+        loop = asyncio.get_running_loop()
+        next_recovery = loop.time() + recover_every
+        while True:
+            await asyncio.sleep(renew_every)
+            renewal = await self.store.renew(list(self._tasks))
+            for saga_id in renewal.lost:
+                task = self._tasks.get(saga_id)
+                if task is not None:
+                    log.warning("saga %s: lease lost to another replica; letting go", saga_id)
+                    task.cancel()
+            for saga_id in renewal.cancel_requested:
+                if saga_id in self._tasks:
+                    self._cancel_event(saga_id).set()
+            if loop.time() >= next_recovery:
+                next_recovery = loop.time() + recover_every
+                await self.recover()
+
     async def wait(self, saga_id: str, timeout: float | None) -> SagaRecord | None:
         """The saga once it is terminal, or as it is when timeout runs out."""
-        task = self._tasks.get(saga_id)
-        if task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout)
-            return await self.store.load(saga_id)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while True:
+        task = self._tasks.get(saga_id)
+        if task is not None:
+            try:
+                ended = await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                live = self._live.get(saga_id)
+                return live if live is not None else await self.store.load(saga_id)
+            except LeaseLost:
+                ended = None  # another replica drives it now
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
+                    raise  # it is our caller who gave up
+                ended = None  # this replica let go of the saga: another one drives it
+            if ended is not None and ended.status.terminal:
+                return ended
+        while True:  # the saga is driven elsewhere: follow it through the log
             changed = self.changes.event(saga_id)
             record = await self.store.load(saga_id)
             if record is None or record.status.terminal:
@@ -189,6 +231,8 @@ class SagaEngine:
     async def close(self) -> None:
         """Stops driving; every saga stays durable and is recovered at the next start."""
         tasks = list(self._tasks.values())
+        if self._maintenance is not None:
+            tasks.append(self._maintenance)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -199,7 +243,11 @@ class SagaEngine:
         self._tasks.pop(saga_id, None)
         self._live.pop(saga_id, None)
         self._cancels.pop(saga_id, None)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if isinstance(task.exception(), LeaseLost):
+            log.info("saga %s: another replica took it over", saga_id)
+        elif task.exception() is not None:
             log.error(
                 "saga %s stopped on an unexpected error; ResumeSaga drives it again",
                 saga_id,
@@ -211,9 +259,9 @@ class SagaEngine:
 
     async def _run(self, saga_id: str, record: SagaRecord | None) -> SagaRecord | None:
         if record is None:
-            record = await self.store.load(saga_id)
+            record = await self.store.claim(saga_id)
         if record is None or record.status.terminal:
-            return record
+            return record  # ended, or another replica drives it
         self._live[saga_id] = record
         if any(a.code is None for a in record.attempts):
             # Only this task makes attempts for this saga: these are from before a crash.
@@ -370,11 +418,21 @@ class SagaEngine:
         attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())
         await self._write(record, finished=unsaved, begun=attempt)
         self._checkpoint(f"{phase.value}-attempt-recorded")
+        if not self.store.holds_lease(record.saga_id):  # we were paused past our lease
+            raise LeaseLost(f"saga {record.saga_id}: lease ran out before {attempt.method}")
         timeout = invocation.retry.attempt_timeout.total_seconds()
         if phase is Phase.ACTION:
             timeout = max(0.001, min(timeout, (record.deadline_ms - now_ms()) / 1000))
         try:
-            await self._call(invocation.rpc)(request, timeout=timeout)
+            await self._call(invocation.rpc)(
+                request,
+                timeout=timeout,
+                # Lets a participant (or its logs) tell which attempt a call is.
+                metadata=(
+                    ("minisaga-saga-id", record.saga_id),
+                    ("minisaga-attempt", f"{step.name}/{phase.value}/{number}"),
+                ),
+            )
             attempt.code = grpc.StatusCode.OK.name
         except grpc.aio.AioRpcError as error:
             attempt.code = error.code().name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 
 from orchestrator_server.saga.store import (
@@ -22,6 +23,7 @@ from orchestrator_server.saga.store import (
     IdempotencyConflict,
     Page,
     Phase,
+    Renewal,
     SagaRecord,
     SagaStatus,
     StatusChange,
@@ -193,7 +195,19 @@ class SqliteSagaStore:
 
         return await self.db.run(resume)
 
-    async def unfinished(self) -> list[str]:
+    # One orchestrator per SQLite file: it holds every lease.
+
+    async def claim(self, saga_id: str) -> SagaRecord | None:
+        record = await self.load(saga_id)
+        return None if record is None or record.status.terminal else record
+
+    async def renew(self, saga_ids: Collection[str]) -> Renewal:
+        return Renewal()
+
+    def holds_lease(self, saga_id: str) -> bool:
+        return True
+
+    async def claimable(self) -> list[str]:
         def unfinished(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
                 "SELECT saga_id FROM sagas WHERE status IN (?, ?) ORDER BY created_at_epoch_ms",

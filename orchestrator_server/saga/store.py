@@ -9,7 +9,7 @@ column is kept alongside so that listing and recovery need no replay.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -100,6 +100,18 @@ class StatusChange:
     """Compensations that ran out of attempts, appended to the saga's list."""
 
 
+class LeaseLost(Exception):
+    """Another replica owns the saga now: this one must not act on it again."""
+
+
+@dataclass(frozen=True)
+class Renewal:
+    lost: frozenset[str] = frozenset()
+    """Sagas whose lease this replica no longer holds."""
+    cancel_requested: frozenset[str] = frozenset()
+    """Sagas an operator asked, through any replica, to cancel."""
+
+
 class IdempotencyConflict(Exception):
     """A request_id was used before with a different input."""
 
@@ -115,7 +127,15 @@ class Page:
 
 
 class SagaStore(Protocol):
-    """Durable storage of sagas. Every method's write is durable when it returns."""
+    """Durable storage of sagas. Every method's write is durable when it returns.
+
+    Ownership: a replica acts on a saga only while it holds the saga's lease
+    (`create` and `claim` take it, `renew` keeps it, a terminal status gives
+    it up). A store shared by several replicas fences `write`: it raises
+    LeaseLost when the lease has passed to another replica, so a paused
+    former owner never records, and so never sends, another attempt. A store
+    for one replica (SQLite) may grant every lease.
+    """
 
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
         """Inserts saga, or returns the saga already made for its request_id.
@@ -126,6 +146,25 @@ class SagaStore(Protocol):
         ...
 
     async def load(self, saga_id: str) -> SagaRecord | None: ...
+
+    async def claim(self, saga_id: str) -> SagaRecord | None:
+        """Takes the saga's lease if it is free, expired or already ours and
+        returns the saga; None when another replica holds it or it has ended."""
+        ...
+
+    async def renew(self, saga_ids: Collection[str]) -> Renewal:
+        """Extends the leases of the sagas this replica drives."""
+        ...
+
+    def holds_lease(self, saga_id: str) -> bool:
+        """Whether, by this process's own clock, its lease surely has not run
+        out. Checked right before each RPC is sent."""
+        ...
+
+    async def claimable(self) -> list[str]:
+        """Every saga not yet ended whose lease is free or expired (for a
+        one-replica store: every saga not yet ended)."""
+        ...
 
     async def load_by_business_key(self, business_key: str) -> SagaRecord | None: ...
 
@@ -142,7 +181,8 @@ class SagaStore(Protocol):
 
         One transaction for "step k succeeded, step k+1 is being sent" halves
         the commits a saga waits for, and is just as safe: an outcome lost in
-        a crash is an in-doubt attempt, re-sent at recovery.
+        a crash is an in-doubt attempt, re-sent at recovery. Raises LeaseLost
+        when another replica owns the saga.
         """
         ...
 
@@ -152,10 +192,6 @@ class SagaStore(Protocol):
 
     async def resume(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         """Moves a FAILED saga back to COMPENSATING; returns the saga as it is now."""
-        ...
-
-    async def unfinished(self) -> list[str]:
-        """Ids of every saga that is RUNNING or COMPENSATING."""
         ...
 
     async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:

@@ -7,13 +7,15 @@ stays up and the orchestrator is stopped and started in it, which is quick.)
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+from pathlib import Path
 
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 from minisaga.payment.v1 import payment_pb2
 
 from orchestrator_server.saga.policy import UNRECORDED
 from tests.harness import wait_until
-from tests.orchestrator.conftest import STOCK, System, timeline
+from tests.orchestrator.conftest import STOCK, System, start_system, timeline
 
 
 async def test_sagas_cut_off_mid_step_finish_after_a_restart(system: System) -> None:
@@ -57,3 +59,34 @@ async def test_recovery_twice_is_harmless(system: System) -> None:
     again = await system.saga(placed.saga_id)
     assert again.status == pb.SAGA_STATUS_COMPLETED
     assert timeline(again) == ["charge OK", "reserve OK", "ship OK"]
+
+
+async def test_a_saga_whose_runner_is_gone_is_picked_up_again(tmp_path: Path) -> None:
+    """No saga stays stuck unseen: the maintenance loop re-drives a saga that is
+    not terminal and that nothing drives (here its task is killed by hand)."""
+    system = await start_system(
+        tmp_path,
+        lease_renew_every=timedelta(milliseconds=20),
+        recover_every=timedelta(milliseconds=50),
+    )
+    try:
+        system.shipping.faults.latency_ms = 300
+        placed = await system.place(timeout=0.1)
+        engine = system.orchestrator.engine
+        runner = engine._tasks[placed.saga_id]
+        runner.cancel()
+        await wait_until(lambda: runner.done())
+        system.shipping.faults.latency_ms = 0
+
+        final = await wait_until(lambda: _ended(system, placed.saga_id), timeout=20)
+
+        assert final.status == pb.SAGA_STATUS_COMPLETED
+        ship = next(s for s in final.steps if s.step == "ship")
+        assert [a.code for a in ship.attempts] == [UNRECORDED, "OK"]
+    finally:
+        await system.close()
+
+
+async def _ended(system: System, saga_id: str) -> pb.Saga | None:
+    saga = await system.saga(saga_id)
+    return saga if saga.status == pb.SAGA_STATUS_COMPLETED else None
