@@ -146,35 +146,42 @@ def order_view(record: SagaRecord, order: pb.PlaceOrderRequest) -> pb.Order:
 
 
 def saga_events(record: SagaRecord) -> list[tuple[Hashable, pb.SagaEvent]]:
-    """The saga's history as events, each with a key that never changes.
+    """The saga's history as events, in log order, each with a key that never changes.
 
     WatchSaga sends each key once, so a watcher sees every event exactly once
     however the saga changes between two reads.
     """
     status = saga_status(record.status)
-    events: list[tuple[int, Hashable, pb.SagaEvent]] = []
+    events: list[tuple[float, Hashable, pb.SagaEvent]] = []
 
     def add(
-        at_ms: int, key: Hashable, text: str, step: str = "", phase: Phase | None = None
+        position: float,
+        at_ms: int,
+        key: Hashable,
+        text: str,
+        step: str = "",
+        phase: Phase | None = None,
     ) -> None:
-        events.append(
-            (
-                at_ms,
-                key,
-                pb.SagaEvent(
-                    time=timestamp(at_ms),
-                    description=text,
-                    step=step,
-                    phase=_PHASE[phase] if phase else pb.STEP_PHASE_UNSPECIFIED,
-                    status=status,
-                ),
-            )
+        event = pb.SagaEvent(
+            time=timestamp(at_ms),
+            description=text,
+            step=step,
+            phase=_PHASE[phase] if phase else pb.STEP_PHASE_UNSPECIFIED,
+            status=status,
         )
+        events.append((position, key, event))
 
-    add(record.created_at_ms, ("started",), f"saga {record.saga_type} started")
-    for a in record.attempts:
+    # Positions follow the log, where attempts stand in the order they were
+    # recorded; the compensation cause goes just before the first undo.
+    attempts = record.attempts
+    add(-1, record.created_at_ms, ("started",), f"saga {record.saga_type} started")
+    first_undo = next(
+        (i for i, a in enumerate(attempts) if a.phase is Phase.COMPENSATION), len(attempts)
+    )
+    for i, a in enumerate(attempts):
         what = a.step if a.phase is Phase.ACTION else f"{a.step} (compensation)"
         add(
+            i,
             a.started_at_ms,
             ("sent", a.step, a.phase, a.number),
             f"{what}: attempt {a.number} sent to {a.method}",
@@ -186,6 +193,7 @@ def saga_events(record: SagaRecord) -> list[tuple[Hashable, pb.SagaEvent]]:
             detail = f" {a.reason}" if a.reason else ""
             detail += f": {a.message}" if a.message else ""
             add(
+                i + 0.25,
                 a.finished_at_ms,
                 ("done", a.step, a.phase, a.number),
                 f"{what}: attempt {a.number} {a.code} in {took} ms{detail}",
@@ -194,16 +202,20 @@ def saga_events(record: SagaRecord) -> list[tuple[Hashable, pb.SagaEvent]]:
             )
     if record.cause is not None:
         c = record.cause
-        add(
-            c.at_ms,
-            ("compensating",),
-            f"compensating: {c.step or 'saga'} ended {c.code}"
-            + (f" {c.reason}" if c.reason else "")
-            + (f": {c.message}" if c.message else ""),
-            c.step,
-        )
+        text = f"compensating: {c.step or 'saga'} ended {c.code}"
+        text += (f" {c.reason}" if c.reason else "") + (f": {c.message}" if c.message else "")
+        add(first_undo - 0.5, c.at_ms, ("compensating",), text, c.step)
     for index, f in enumerate(record.failures):
+        last_try = max(
+            (
+                i
+                for i, a in enumerate(attempts)
+                if a.step == f.step and a.phase is Phase.COMPENSATION and a.started_at_ms <= f.at_ms
+            ),
+            default=len(attempts),
+        )
         add(
+            last_try + 0.5,
             f.at_ms,
             ("failure", index),
             f"compensation of {f.step} failed after {f.attempts} attempts: {f.code} {f.message}",
@@ -212,6 +224,7 @@ def saga_events(record: SagaRecord) -> list[tuple[Hashable, pb.SagaEvent]]:
         )
     if record.ended_at_ms is not None:
         add(
+            len(attempts) + 1,
             record.ended_at_ms,
             ("ended", record.status, record.ended_at_ms),
             f"saga {record.status.value}",

@@ -44,6 +44,9 @@ from service_kit.clock import now_ms
 log = logging.getLogger(__name__)
 
 CANCELLED_BY_OPERATOR = "cancelled by an operator (CancelSaga)"
+# Cause reasons when no participant refused: the saga itself stopped going forward.
+SAGA_CANCELLED = "SAGA_CANCELLED"
+SAGA_DEADLINE_EXCEEDED = "SAGA_DEADLINE_EXCEEDED"
 
 
 class ChangeFeed:
@@ -163,7 +166,11 @@ class SagaEngine:
         next_recovery = loop.time() + recover_every
         while True:
             await asyncio.sleep(renew_every)
-            renewal = await self.store.renew(list(self._tasks))
+            try:  # a database hiccup must not end maintenance for good
+                renewal = await self.store.renew(list(self._tasks))
+            except Exception:
+                log.exception("renewing leases failed; trying again in %.1fs", renew_every)
+                continue
             for saga_id in renewal.lost:
                 task = self._tasks.get(saga_id)
                 if task is not None:
@@ -174,7 +181,10 @@ class SagaEngine:
                     self._cancel_event(saga_id).set()
             if loop.time() >= next_recovery:
                 next_recovery = loop.time() + recover_every
-                await self.recover()
+                try:
+                    await self.recover()
+                except Exception:
+                    log.exception("looking for sagas to recover failed; trying again later")
 
     async def wait(self, saga_id: str, timeout: float | None) -> SagaRecord | None:
         """The saga once it is terminal, or as it is when timeout runs out."""
@@ -336,14 +346,18 @@ class SagaEngine:
     ) -> Cause | None:
         if cancel.is_set():
             return Cause(
-                step.name, grpc.StatusCode.CANCELLED.name, CANCELLED_BY_OPERATOR, "", now_ms()
+                step.name,
+                grpc.StatusCode.CANCELLED.name,
+                CANCELLED_BY_OPERATOR,
+                SAGA_CANCELLED,
+                now_ms(),
             )
         if now_ms() >= record.deadline_ms:
             return Cause(
                 step.name,
                 grpc.StatusCode.DEADLINE_EXCEEDED.name,
                 "the saga's deadline passed before this step succeeded",
-                "",
+                SAGA_DEADLINE_EXCEEDED,
                 now_ms(),
             )
         return None

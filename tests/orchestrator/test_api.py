@@ -169,7 +169,7 @@ async def test_cancel_compensates_a_running_saga(system: System) -> None:
     ][-1].saga
     assert final.status == pb.SAGA_STATUS_COMPENSATED
     cause = final.compensation_cause
-    assert (cause.step, cause.code) == ("ship", "CANCELLED")
+    assert (cause.step, cause.code, cause.reason) == ("ship", "CANCELLED", "SAGA_CANCELLED")
     assert timeline(final) == ["charge OK", "reserve OK", "undo reserve OK", "undo charge OK"]
     assert await charges(system) == 0
     assert await system.available() == (STOCK, 0)

@@ -389,11 +389,16 @@ class CompensationCause(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
     step: _builtins.str
-    """The failing step's name; empty when the saga was cancelled or timed out."""
+    """The failing step; for a cancel or a passed deadline, the step that was next."""
     code: _builtins.str
-    """gRPC status code name of the last attempt, or "CANCELLED" / "DEADLINE_EXCEEDED"."""
+    """gRPC status code name of the step's last attempt; "CANCELLED" for a cancel,
+    "DEADLINE_EXCEEDED" for the saga's deadline.
+    """
     message: _builtins.str
     reason: _builtins.str
+    """The participant's ErrorInfo reason, such as "INSUFFICIENT_STOCK"; or
+    "SAGA_CANCELLED" / "SAGA_DEADLINE_EXCEEDED" when the saga itself stopped.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
