@@ -16,6 +16,7 @@ from inventory_server.service import (
     parse_stock,
     seed_stock,
 )
+from service_kit.call_log import add_call_log_flag, open_call_log
 from service_kit.database import Database
 from service_kit.faults import add_fault_flags, faults_from_flags
 from service_kit.flags import add_server_flags, env_default
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {DEFAULT_STOCK}, env {ENV_PREFIX}_STOCK; an empty env value seeds nothing)",
     )
     add_fault_flags(parser, ENV_PREFIX)
+    add_call_log_flag(parser, ENV_PREFIX)
     args = parser.parse_args(argv)
     if args.stock is None:
         try:
@@ -64,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     db = await Database(args.db, schema=SCHEMA).open()
+    call_log = open_call_log(args.call_log)
     try:
         service = InventoryService(db, faults=faults_from_flags(args))
         created = await seed_stock(db, args.stock)
@@ -76,9 +79,12 @@ async def serve(args: argparse.Namespace) -> None:
             [SERVICE],
             args.listen,
             max_message_bytes=args.max_message_bytes,
+            interceptors=[call_log] if call_log else (),
         )
         await serve_until_signalled(running, grace=args.grace_seconds)
     finally:
+        if call_log:
+            call_log.close()
         await db.close()
 
 

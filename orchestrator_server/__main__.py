@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from orchestrator_server.app import OrchestratorConfig, start
+from orchestrator_server.app import OrchestratorConfig, is_postgres, start
 from orchestrator_server.saga.retry import RetryPolicy
 from service_kit.flags import add_server_flags, env_default
 from service_kit.server import configure_logging, serve_until_signalled
@@ -41,6 +41,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "compensates in reverse when a step fails.",
     )
     add_server_flags(parser, env_prefix=ENV, listen="127.0.0.1:7001", db="data/orchestrator.db")
+    _flag(
+        parser,
+        "store",
+        str,
+        "sqlite",
+        "the saga log: sqlite for the SQLite file --db; a postgresql://user@host/db URL for "
+        "PostgreSQL, which several replicas share",
+    )
+    replicas = parser.add_argument_group("replicas (a PostgreSQL store)")
+    _flag(
+        replicas,
+        "lease-ttl-seconds",
+        float,
+        10,
+        "a replica owns a saga this long without renewing; a dead replica's sagas are "
+        "taken over after it",
+    )
+    _flag(replicas, "lease-renew-seconds", float, 2, "how often leases are renewed")
+    _flag(
+        replicas,
+        "recover-every-seconds",
+        float,
+        10,
+        "how often to look for sagas nobody drives (a dead replica's, say)",
+    )
     participants = parser.add_argument_group("participants")
     for name, port in (("payment", 7002), ("inventory", 7003), ("shipping", 7004)):
         _flag(participants, name, str, f"127.0.0.1:{port}", f"address of the {name} service")
@@ -115,9 +140,22 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
             attempt_timeout=timedelta(milliseconds=args.attempt_timeout_ms),
         )
 
+    if args.store not in ("", "sqlite") and not is_postgres(args.store):
+        raise SystemExit(f"--store {args.store!r}: use sqlite or a postgresql:// URL")
+    if args.lease_ttl_seconds <= 0 or args.recover_every_seconds <= 0:
+        raise SystemExit("--lease-ttl-seconds and --recover-every-seconds must be positive")
+    if not 0 < args.lease_renew_seconds <= args.lease_ttl_seconds / 3:
+        raise SystemExit(
+            "--lease-renew-seconds must be positive and at most a third of --lease-ttl-seconds "
+            "(a lease is trusted for two thirds of its TTL)"
+        )
     try:
         return OrchestratorConfig(
             db=Path(args.db),
+            store=args.store,
+            lease_ttl=timedelta(seconds=args.lease_ttl_seconds),
+            lease_renew_every=timedelta(seconds=args.lease_renew_seconds),
+            recover_every=timedelta(seconds=args.recover_every_seconds),
             participants={
                 "payment": args.payment,
                 "inventory": args.inventory,

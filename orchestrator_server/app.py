@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
 
 import grpc
 from minisaga.inventory.v1 import inventory_pb2_grpc
@@ -13,22 +16,36 @@ from minisaga.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from orchestrator_server.order_saga import place_order_saga
 from orchestrator_server.saga.engine import SagaEngine
+from orchestrator_server.saga.postgres_store import DEFAULT_LEASE_TTL, PostgresSagaStore
 from orchestrator_server.saga.retry import (
     DEFAULT_ACTION_RETRY,
     DEFAULT_COMPENSATION_RETRY,
     RetryPolicy,
 )
 from orchestrator_server.saga.sqlite_store import SqliteSagaStore
+from orchestrator_server.saga.store import SagaStore
 from orchestrator_server.service import OrchestratorService
 from service_kit.database import Synchronous
 from service_kit.server import DEFAULT_MAX_MESSAGE_BYTES, RunningServer, start_server
 
 SERVICE = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+log = logging.getLogger(__name__)
+
+
+class ClosableStore(SagaStore, Protocol):
+    async def close(self) -> None: ...
+
+
+def is_postgres(store: str) -> bool:
+    return store.startswith(POSTGRES_SCHEMES)
 
 
 @dataclass(frozen=True)
 class OrchestratorConfig:
     db: Path
+    """The SQLite saga log, when `store` is "" or "sqlite"."""
     participants: Mapping[str, str]
     """Address of each participant: "payment", "inventory", "shipping"."""
     listen: str = "127.0.0.1:7001"
@@ -38,6 +55,11 @@ class OrchestratorConfig:
     synchronous: Synchronous = "FULL"
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     channel_options: tuple[tuple[str, int], ...] = field(default=())
+    store: str = ""
+    """Where the saga log lives: "" or "sqlite" for the SQLite file `db`; a
+    postgresql://… URL for PostgreSQL, shared by several replicas."""
+    lease_ttl: timedelta = DEFAULT_LEASE_TTL
+    """How long a replica owns a saga without renewing (shared stores)."""
     lease_renew_every: timedelta = timedelta(seconds=2)
     """How often the leases of sagas in flight are renewed (shared stores)."""
     recover_every: timedelta = timedelta(seconds=10)
@@ -50,7 +72,7 @@ class OrchestratorConfig:
 class Orchestrator:
     server: RunningServer
     engine: SagaEngine
-    store: SqliteSagaStore
+    store: ClosableStore
     channels: dict[str, grpc.aio.Channel]
 
     @property
@@ -66,10 +88,27 @@ class Orchestrator:
         await self.store.close()
 
 
+async def open_store(config: OrchestratorConfig) -> ClosableStore:
+    if is_postgres(config.store):
+        store = await PostgresSagaStore(config.store, lease_ttl=config.lease_ttl).open()
+        where = urlsplit(config.store)
+        log.info(
+            "saga log on PostgreSQL %s%s as replica %s (lease %.1fs)",
+            where.hostname or "",
+            where.path,
+            store.owner,
+            config.lease_ttl.total_seconds(),
+        )
+        return store
+    if config.store not in ("", "sqlite"):
+        raise ValueError(f"unknown store {config.store!r}: use sqlite or a postgresql:// URL")
+    config.db.parent.mkdir(parents=True, exist_ok=True)
+    return await SqliteSagaStore(config.db, synchronous=config.synchronous).open()
+
+
 async def start(config: OrchestratorConfig) -> Orchestrator:
     """Opens the log, recovers unfinished sagas, and serves OrchestratorService."""
-    config.db.parent.mkdir(parents=True, exist_ok=True)
-    store = await SqliteSagaStore(config.db, synchronous=config.synchronous).open()
+    store = await open_store(config)
     channels = {
         name: grpc.aio.insecure_channel(address, options=list(config.channel_options))
         for name, address in config.participants.items()

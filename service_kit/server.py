@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -46,14 +47,16 @@ async def start_server(
     listen: str,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> RunningServer:
     """Starts a server on `listen` ("127.0.0.1:0" picks a free port)."""
     server = grpc.aio.server(
+        interceptors=list(interceptors) or None,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", 16 * max_message_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     register(server)
     health = health_aio.HealthServicer()

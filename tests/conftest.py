@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from payment_server.service import PaymentService
 from shipping_server.service import SCHEMA as SHIPPING_SCHEMA
 from shipping_server.service import ShippingService
 from tests.harness import InProcess, serve_in_process
+from tests.pg import PostgresCluster, PostgresUnavailable, start_cluster
 
 PAYMENT_LIMIT = 100_000
 
@@ -89,3 +90,23 @@ async def shipping(tmp_path: Path) -> AsyncIterator[InProcess]:
 @pytest.fixture
 def shipping_stub(shipping: InProcess) -> shipping_pb2_grpc.ShippingServiceAsyncStub:
     return shipping_pb2_grpc.ShippingServiceStub(shipping.channel)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the whole run (tests/pg.py); every test
+    that needs it is skipped, saying why, where none can be started."""
+    try:
+        cluster = start_cluster()
+    except PostgresUnavailable as error:
+        pytest.skip(f"PostgreSQL unavailable: {error}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """The URL of a fresh, empty database of its own for this test."""
+    return await postgres_cluster.create_database()

@@ -162,8 +162,9 @@ class SagaStore(Protocol):
         ...
 
     async def claimable(self) -> list[str]:
-        """Every saga not yet ended whose lease is free or expired (for a
-        one-replica store: every saga not yet ended)."""
+        """Every saga not yet ended whose lease is free, expired or this
+        replica's own (the engine skips those it drives; the others' runners
+        ended early) — for a one-replica store: every saga not yet ended."""
         ...
 
     async def load_by_business_key(self, business_key: str) -> SagaRecord | None: ...
@@ -195,7 +196,8 @@ class SagaStore(Protocol):
         ...
 
     async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:
-        """Closes attempts whose outcome was never recorded (found at recovery)."""
+        """Closes attempts whose outcome was never recorded (found at recovery).
+        Fenced like `write` (LeaseLost)."""
         ...
 
     async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page: ...

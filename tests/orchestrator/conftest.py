@@ -1,4 +1,10 @@
-"""A whole system in-process: three participants and an orchestrator with fast retries."""
+"""A whole system in-process: three participants and an orchestrator with fast retries.
+
+Every test that starts an orchestrator runs twice: on the SQLite saga log and
+on PostgreSQL (a fresh database of the test's own; skipped, saying why, where
+no PostgreSQL server can be started). Take the `store` fixture and pass it to
+`start_system`, or take `system`, which does.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from orchestrator_server.app import Orchestrator, OrchestratorConfig, start
 from orchestrator_server.saga.retry import RetryPolicy
 from tests.conftest import start_inventory, start_payment, start_shipping
 from tests.harness import InProcess
+from tests.pg import PostgresCluster
 
 STOCK = 100
 FAST_ACTIONS = RetryPolicy(
@@ -110,7 +117,9 @@ def timeline(saga: pb.Saga) -> list[str]:
     return lines
 
 
-async def start_system(tmp: Path, **config: Any) -> System:
+async def start_system(tmp: Path, store: str = "", **config: Any) -> System:
+    """Participants and an orchestrator on `store` ("" for SQLite, or a
+    postgresql:// URL); `config` overrides OrchestratorConfig's fields."""
     payment = await start_payment(tmp / "payment.db")
     inventory = await start_inventory(tmp / "inventory.db", {"apple": STOCK, "banana": STOCK})
     shipping = await start_shipping(tmp / "shipping.db")
@@ -122,6 +131,7 @@ async def start_system(tmp: Path, **config: Any) -> System:
     settings.update(config)
     orchestrator_config = OrchestratorConfig(
         db=tmp / "orchestrator.db",
+        store=store,
         participants={
             "payment": payment.address,
             "inventory": inventory.address,
@@ -134,8 +144,22 @@ async def start_system(tmp: Path, **config: Any) -> System:
     return System(tmp, payment, inventory, shipping, orchestrator_config, orchestrator)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_server(request: pytest.FixtureRequest) -> PostgresCluster | None:
+    if request.param == "sqlite":
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster
+
+
 @pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[System]:
-    started = await start_system(tmp_path)
+async def store(store_server: PostgresCluster | None) -> str:
+    """The saga log of this test's orchestrator: "" (SQLite) or a fresh PostgreSQL database."""
+    return "" if store_server is None else await store_server.create_database()
+
+
+@pytest.fixture
+async def system(tmp_path: Path, store: str) -> AsyncIterator[System]:
+    started = await start_system(tmp_path, store)
     yield started
     await started.close()

@@ -12,11 +12,11 @@ from minisaga.orchestrator.v1 import orchestrator_pb2
 from minisaga.payment.v1 import payment_pb2
 from mypy import api as mypy_api
 
+from orchestrator_server.app import OrchestratorConfig, open_store
 from orchestrator_server.order_saga import CHARGE, REFUND, RELEASE, RESERVE, place_order_saga
 from orchestrator_server.saga.definition import Rpc, Saga, SagaContext
 from orchestrator_server.saga.engine import SagaEngine
 from orchestrator_server.saga.retry import RetryPolicy
-from orchestrator_server.saga.sqlite_store import SqliteSagaStore
 from orchestrator_server.saga.store import Phase, SagaStatus
 from tests.conftest import start_inventory, start_payment
 
@@ -65,12 +65,12 @@ HOLD_THEN_PAY = (
 )
 
 
-async def test_a_second_definition_runs_on_the_same_engine(tmp_path: Path) -> None:
+async def test_a_second_definition_runs_on_the_same_engine(tmp_path: Path, store: str) -> None:
     payment = await start_payment(tmp_path / "p.db", limit=5000)
     inventory = await start_inventory(tmp_path / "i.db", {"pear": 10})
-    store = await SqliteSagaStore(tmp_path / "log.db").open()
+    log = await open_store(OrchestratorConfig(db=tmp_path / "log.db", participants={}, store=store))
     engine = SagaEngine(
-        store, {"payment": payment.channel, "inventory": inventory.channel}, [HOLD_THEN_PAY]
+        log, {"payment": payment.channel, "inventory": inventory.channel}, [HOLD_THEN_PAY]
     )
     try:
         done, _ = await engine.start(
@@ -103,7 +103,7 @@ async def test_a_second_definition_runs_on_the_same_engine(tmp_path: Path) -> No
         assert tuple(stock) == (7, 3)
     finally:
         await engine.close()
-        await store.close()
+        await log.close()
         await payment.stop()
         await inventory.stop()
 

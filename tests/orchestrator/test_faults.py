@@ -95,7 +95,7 @@ async def test_failing_refund_fails_the_saga_until_resumed(system: System) -> No
 
 
 async def test_a_slow_participant_is_in_doubt_and_its_late_action_is_refused(
-    tmp_path: Path,
+    tmp_path: Path, store: str
 ) -> None:
     """Reserve answers after the attempt deadline. The saga compensates Reserve too;
     when the late Reserves finally run, the tombstone refuses them: no stock is held."""
@@ -105,7 +105,7 @@ async def test_a_slow_participant_is_in_doubt_and_its_late_action_is_refused(
         maximum_attempts=2,
         attempt_timeout=timedelta(milliseconds=100),
     )
-    system = await start_system(tmp_path, action_retry=quick)
+    system = await start_system(tmp_path, store, action_retry=quick)
     try:
         system.inventory.faults.latency_ms = 400
         system.inventory.faults.methods = frozenset({"Reserve"})
@@ -132,7 +132,7 @@ async def test_a_slow_participant_is_in_doubt_and_its_late_action_is_refused(
         await system.close()
 
 
-async def test_the_saga_deadline_stops_retries_and_compensates(tmp_path: Path) -> None:
+async def test_the_saga_deadline_stops_retries_and_compensates(tmp_path: Path, store: str) -> None:
     patient = RetryPolicy(
         initial_interval=timedelta(milliseconds=20),
         maximum_interval=timedelta(milliseconds=50),
@@ -140,7 +140,7 @@ async def test_the_saga_deadline_stops_retries_and_compensates(tmp_path: Path) -
         attempt_timeout=timedelta(seconds=1),
     )
     system = await start_system(
-        tmp_path, action_retry=patient, saga_deadline=timedelta(milliseconds=500)
+        tmp_path, store, action_retry=patient, saga_deadline=timedelta(milliseconds=500)
     )
     try:
         system.shipping.faults.error_rate = 1.0
@@ -150,6 +150,7 @@ async def test_the_saga_deadline_stops_retries_and_compensates(tmp_path: Path) -
 
         assert placed.status == pb.SAGA_STATUS_COMPENSATED
         assert placed.saga.compensation_cause.code == "DEADLINE_EXCEEDED"
+        assert placed.saga.compensation_cause.reason == "SAGA_DEADLINE_EXCEEDED"
         assert placed.saga.compensation_cause.step == "ship"
         assert timeline(placed.saga)[-3:] == ["undo ship OK", "undo reserve OK", "undo charge OK"]
         assert await system.available() == (STOCK, 0)

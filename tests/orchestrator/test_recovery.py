@@ -61,11 +61,12 @@ async def test_recovery_twice_is_harmless(system: System) -> None:
     assert timeline(again) == ["charge OK", "reserve OK", "ship OK"]
 
 
-async def test_a_saga_whose_runner_is_gone_is_picked_up_again(tmp_path: Path) -> None:
+async def test_a_saga_whose_runner_is_gone_is_picked_up_again(tmp_path: Path, store: str) -> None:
     """No saga stays stuck unseen: the maintenance loop re-drives a saga that is
     not terminal and that nothing drives (here its task is killed by hand)."""
     system = await start_system(
         tmp_path,
+        store,
         lease_renew_every=timedelta(milliseconds=20),
         recover_every=timedelta(milliseconds=50),
     )

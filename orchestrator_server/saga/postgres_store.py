@@ -1,0 +1,601 @@
+"""The saga log on PostgreSQL, shared by several orchestrator replicas.
+
+The same three tables as the SQLite store (sqlite_store.py), plus a lease on
+every saga: `lease_owner` (the replica, a UUID per store instance),
+`lease_epoch` (bumped by every claim) and `lease_expires_at` (by the database
+server's clock, so the replicas' clocks never matter).
+
+Ownership, and why a former owner can never act again:
+
+- `create` inserts a saga already leased to this replica (epoch 1);
+  `claim` takes a lease that is free, expired or already ours, bumping the
+  epoch. The store remembers, per saga, the epoch it holds.
+- `write` (and `close_unrecorded_attempts`) runs in one transaction whose
+  first statement is the fence: it extends the lease only where owner AND
+  epoch are still ours. Zero rows means another replica claimed the saga:
+  LeaseLost is raised and the transaction writes nothing. Because an attempt
+  is written ahead of its RPC, a fenced-out owner never records, and so never
+  sends, another attempt.
+- `holds_lease` is the check right before an RPC is sent, by this process's
+  own monotonic clock: the lease was last extended no earlier than when that
+  statement was sent, so it surely lasts until then + TTL; a safety margin
+  (a third of the TTL by default) covers clock rate drift and the RPC itself.
+- A terminal status clears the lease; `resume` clears it too (any replica
+  may then claim the saga); `close` gives up every lease still held, so a
+  replica stopped cleanly hands its sagas over at once instead of after TTL.
+
+Migrations are an ordered list of SQL scripts, applied at start-up inside a
+transaction holding a constant advisory lock, and recorded in
+`schema_migrations`: replicas starting together apply each version once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from orchestrator_server.saga.sqlite_store import _decode_token, _encode_token
+from orchestrator_server.saga.store import (
+    AttemptRecord,
+    Cause,
+    CompensationFailure,
+    IdempotencyConflict,
+    LeaseLost,
+    Page,
+    Phase,
+    Renewal,
+    SagaRecord,
+    SagaStatus,
+    StatusChange,
+)
+
+if TYPE_CHECKING:  # asyncpg-stubs types it as generic; at run time it is not
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection = PoolConnectionProxy[asyncpg.Record]
+
+DEFAULT_LEASE_TTL = timedelta(seconds=10)
+
+MIGRATION_LOCK = 0x6D696E6973616761  # "minisaga": pg_advisory_xact_lock key of migrations
+
+MIGRATIONS: Sequence[str] = (
+    # 1: the saga log, with a lease on every saga.
+    """
+    CREATE TABLE sagas (
+        saga_id             TEXT PRIMARY KEY,
+        saga_type           TEXT NOT NULL,
+        business_key        TEXT NOT NULL,
+        request_id          TEXT UNIQUE,           -- client idempotency key, NULL if none
+        input               BYTEA NOT NULL,        -- the saga's input message, serialized
+        status              TEXT NOT NULL,         -- RUNNING, COMPENSATING, COMPLETED, ...
+        cancel_requested    BOOLEAN NOT NULL DEFAULT false,
+        cause_step          TEXT,                  -- what started compensation
+        cause_code          TEXT,
+        cause_message       TEXT,
+        cause_reason        TEXT,
+        cause_at_epoch_ms   BIGINT,
+        created_at_epoch_ms BIGINT NOT NULL,
+        updated_at_epoch_ms BIGINT NOT NULL,
+        deadline_epoch_ms   BIGINT NOT NULL,
+        ended_at_epoch_ms   BIGINT,
+        lease_owner         TEXT,                  -- replica driving the saga, NULL if none
+        lease_epoch         BIGINT NOT NULL DEFAULT 0,  -- +1 at every claim: the fence
+        lease_expires_at    TIMESTAMPTZ            -- by the database server's clock
+    );
+    CREATE INDEX sagas_by_status ON sagas (status, created_at_epoch_ms, saga_id);
+    CREATE INDEX sagas_by_created ON sagas (created_at_epoch_ms, saga_id);
+    CREATE INDEX sagas_by_business_key ON sagas (business_key);
+    CREATE INDEX sagas_active ON sagas (created_at_epoch_ms)
+        WHERE status IN ('RUNNING', 'COMPENSATING');
+
+    CREATE TABLE attempts (
+        seq                  BIGSERIAL PRIMARY KEY,  -- log order
+        saga_id              TEXT NOT NULL REFERENCES sagas (saga_id),
+        step                 TEXT NOT NULL,
+        phase                TEXT NOT NULL,        -- action | compensation
+        number               INTEGER NOT NULL,     -- 1, 2, ... per (step, phase)
+        method               TEXT NOT NULL,
+        started_at_epoch_ms  BIGINT NOT NULL,
+        finished_at_epoch_ms BIGINT,
+        code                 TEXT,                 -- NULL until the outcome is recorded
+        message              TEXT NOT NULL DEFAULT '',
+        reason               TEXT NOT NULL DEFAULT '',
+        UNIQUE (saga_id, step, phase, number)
+    );
+
+    CREATE TABLE compensation_failures (
+        seq          BIGSERIAL PRIMARY KEY,
+        saga_id      TEXT NOT NULL REFERENCES sagas (saga_id),
+        step         TEXT NOT NULL,
+        method       TEXT NOT NULL,
+        code         TEXT NOT NULL,
+        message      TEXT NOT NULL,
+        attempts     INTEGER NOT NULL,
+        at_epoch_ms  BIGINT NOT NULL
+    );
+    CREATE INDEX compensation_failures_by_saga ON compensation_failures (saga_id);
+    """,
+)
+
+_ACTIVE = "('RUNNING', 'COMPENSATING')"
+_EXPIRY = "now() + $%d::bigint * interval '1 millisecond'"
+
+# One statement reads a saga with its attempts and failures: one snapshot, one round trip.
+_SELECT = """
+SELECT s.*,
+    (SELECT COALESCE(json_agg(json_build_array(a.step, a.phase, a.number, a.method,
+            a.started_at_epoch_ms, a.finished_at_epoch_ms, a.code, a.message, a.reason)
+            ORDER BY a.seq), '[]')
+        FROM attempts a WHERE a.saga_id = s.saga_id) AS attempt_rows,
+    (SELECT COALESCE(json_agg(json_build_array(f.step, f.method, f.code, f.message,
+            f.attempts, f.at_epoch_ms) ORDER BY f.seq), '[]')
+        FROM compensation_failures f WHERE f.saga_id = s.saga_id) AS failure_rows
+"""
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer orchestrator than this one."""
+
+
+@dataclass
+class _Lease:
+    epoch: int
+    valid_until: float
+    """time.monotonic() until which the lease surely has not run out."""
+
+
+class PostgresSagaStore:
+    """SagaStore on PostgreSQL for several replicas: leases, fenced writes."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        lease_ttl: timedelta = DEFAULT_LEASE_TTL,
+        safety_margin: timedelta | None = None,
+        owner: str | None = None,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None:
+        if lease_ttl <= timedelta(0):
+            raise ValueError("lease_ttl must be positive")
+        self.dsn = dsn
+        self.owner = owner or str(uuid.uuid4())
+        """This replica's identity in `lease_owner`."""
+        self.lease_ttl = lease_ttl
+        margin = lease_ttl / 3 if safety_margin is None else safety_margin
+        if not timedelta(0) <= margin < lease_ttl:
+            raise ValueError("safety_margin must be at least 0 and below lease_ttl")
+        self._ttl_ms = max(1, int(lease_ttl.total_seconds() * 1000))
+        self._trusted_for = (lease_ttl - margin).total_seconds()
+        self._min_connections = min_connections
+        self._max_connections = max_connections
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._leases: dict[str, _Lease] = {}
+
+    async def open(self) -> PostgresSagaStore:
+        pool = await asyncpg.create_pool(
+            self.dsn, min_size=self._min_connections, max_size=self._max_connections
+        )
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        return self
+
+    async def close(self) -> None:
+        """Gives up every lease still held (another replica may claim those sagas at
+        once) and closes the pool. Call it once nothing drives sagas any more."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await pool.execute(
+                "UPDATE sagas SET lease_owner = NULL, lease_expires_at = NULL"
+                f" WHERE lease_owner = $1 AND status IN {_ACTIVE}",
+                self.owner,
+            )
+        finally:
+            self._leases.clear()
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is None:
+            raise RuntimeError("the store is not open")
+        return self._pool
+
+    # --- creating and reading ----------------------------------------------
+
+    async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        started = time.monotonic()
+        async with self.pool.acquire() as conn:
+            epoch = await conn.fetchval(
+                "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
+                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms,"
+                " lease_owner, lease_epoch, lease_expires_at)"
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, {_EXPIRY % 11})"
+                " ON CONFLICT (request_id) DO NOTHING RETURNING lease_epoch",
+                saga.saga_id,
+                saga.saga_type,
+                saga.business_key,
+                saga.request_id,
+                saga.input,
+                saga.status.value,
+                saga.created_at_ms,
+                saga.updated_at_ms,
+                saga.deadline_ms,
+                self.owner,
+                self._ttl_ms,
+            )
+            if epoch is not None:
+                if not saga.status.terminal:
+                    self._leases[saga.saga_id] = _Lease(int(epoch), started + self._trusted_for)
+                return saga, True
+            # Another request with this request_id won the insert (it waited for it).
+            existing = await _load_where(conn, "s.request_id = $1", saga.request_id)
+        if existing is None:  # pragma: no cover - rows are never deleted
+            raise RuntimeError(f"request_id {saga.request_id} conflicted but has no saga")
+        if existing.input != saga.input or existing.saga_type != saga.saga_type:
+            raise IdempotencyConflict(existing)
+        return existing, False
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        async with self.pool.acquire() as conn:
+            return await _load_where(conn, "s.saga_id = $1", saga_id)
+
+    async def load_by_business_key(self, business_key: str) -> SagaRecord | None:
+        async with self.pool.acquire() as conn:
+            return await _load_where(conn, "s.business_key = $1", business_key)
+
+    # --- ownership ----------------------------------------------------------
+
+    async def claim(self, saga_id: str) -> SagaRecord | None:
+        started = time.monotonic()
+        async with self.pool.acquire() as conn:
+            epoch = await conn.fetchval(
+                f"UPDATE sagas SET lease_owner = $2, lease_epoch = lease_epoch + 1,"
+                f" lease_expires_at = {_EXPIRY % 3}"
+                f" WHERE saga_id = $1 AND status IN {_ACTIVE}"
+                " AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < now())"
+                " RETURNING lease_epoch",
+                saga_id,
+                self.owner,
+                self._ttl_ms,
+            )
+            if epoch is None:
+                return None  # another replica holds it, or it has ended
+            self._leases[saga_id] = _Lease(int(epoch), started + self._trusted_for)
+            # Ours now: nothing but a cancel request changes it until we write.
+            return await _load_where(conn, "s.saga_id = $1", saga_id)
+
+    async def renew(self, saga_ids: Collection[str]) -> Renewal:
+        held = {s: self._leases[s].epoch for s in saga_ids if s in self._leases}
+        if not held:
+            return Renewal()
+        started = time.monotonic()
+        # Rows are locked in saga_id order, so two replicas renewing never deadlock.
+        rows = await self.pool.fetch(
+            "WITH mine AS ("
+            " SELECT s.saga_id FROM sagas s"
+            " JOIN unnest($1::text[], $2::bigint[]) AS l (saga_id, epoch)"
+            " ON s.saga_id = l.saga_id AND s.lease_epoch = l.epoch"
+            " WHERE s.lease_owner = $3"
+            " ORDER BY s.saga_id FOR UPDATE OF s)"
+            f" UPDATE sagas s SET lease_expires_at = {_EXPIRY % 4}"
+            " FROM mine WHERE s.saga_id = mine.saga_id"
+            " RETURNING s.saga_id, s.cancel_requested",
+            list(held),
+            list(held.values()),
+            self.owner,
+            self._ttl_ms,
+        )
+        renewed = {str(row["saga_id"]) for row in rows}
+        lost: set[str] = set()
+        for saga_id, epoch in held.items():
+            lease = self._leases.get(saga_id)
+            if lease is None or lease.epoch != epoch:
+                continue  # ended or re-claimed meanwhile: not this renewal's to judge
+            if saga_id in renewed:
+                lease.valid_until = max(lease.valid_until, started + self._trusted_for)
+            else:
+                del self._leases[saga_id]
+                lost.add(saga_id)
+        cancels = frozenset(str(row["saga_id"]) for row in rows if row["cancel_requested"])
+        return Renewal(lost=frozenset(lost), cancel_requested=cancels)
+
+    def holds_lease(self, saga_id: str) -> bool:
+        lease = self._leases.get(saga_id)
+        return lease is not None and time.monotonic() < lease.valid_until
+
+    async def claimable(self) -> list[str]:
+        """Sagas not yet ended that this replica may claim: their lease is free,
+        expired, or its own (its runner ended without finishing the saga)."""
+        rows = await self.pool.fetch(
+            f"SELECT saga_id FROM sagas WHERE status IN {_ACTIVE}"
+            " AND (lease_owner IS NULL OR lease_owner = $1 OR lease_expires_at < now())"
+            " ORDER BY created_at_epoch_ms",
+            self.owner,
+        )
+        return [str(row["saga_id"]) for row in rows]
+
+    # --- fenced writes --------------------------------------------------------
+
+    async def write(
+        self,
+        saga_id: str,
+        *,
+        finished: AttemptRecord | None = None,
+        begun: AttemptRecord | None = None,
+        status: StatusChange | None = None,
+    ) -> None:
+        async def write(conn: Connection) -> None:
+            if finished is not None:
+                await conn.execute(
+                    "UPDATE attempts SET finished_at_epoch_ms = $1, code = $2, message = $3,"
+                    " reason = $4 WHERE saga_id = $5 AND step = $6 AND phase = $7 AND number = $8",
+                    finished.finished_at_ms,
+                    finished.code,
+                    finished.message,
+                    finished.reason,
+                    saga_id,
+                    finished.step,
+                    finished.phase.value,
+                    finished.number,
+                )
+            if begun is not None:
+                await conn.execute(
+                    "INSERT INTO attempts (saga_id, step, phase, number, method,"
+                    " started_at_epoch_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                    saga_id,
+                    begun.step,
+                    begun.phase.value,
+                    begun.number,
+                    begun.method,
+                    begun.started_at_ms,
+                )
+            if status is not None:
+                await _change_status(conn, saga_id, status)
+
+        ends = status is not None and status.status.terminal
+        await self._fenced(saga_id, write, ends=ends)
+
+    async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:
+        """Fenced like `write`: only the saga's owner closes its open attempts."""
+        closed = 0
+
+        async def close(conn: Connection) -> None:
+            nonlocal closed
+            closed = len(
+                await conn.fetch(
+                    "UPDATE attempts SET finished_at_epoch_ms = $1, code = $2, message = $3"
+                    " WHERE saga_id = $4 AND code IS NULL RETURNING seq",
+                    at_ms,
+                    code,
+                    "outcome never recorded: the orchestrator stopped during the call",
+                    saga_id,
+                )
+            )
+
+        await self._fenced(saga_id, close, ends=False)
+        return closed
+
+    async def _fenced(
+        self, saga_id: str, changes: Callable[[Connection], Awaitable[None]], *, ends: bool
+    ) -> None:
+        """Runs changes in one transaction after the fence: the lease, extended, must
+        still be ours (owner and epoch); otherwise LeaseLost and nothing is written."""
+        lease = self._leases.get(saga_id)
+        if lease is None:
+            raise LeaseLost(f"saga {saga_id}: this replica holds no lease on it")
+        started = time.monotonic()
+        async with self.pool.acquire() as conn, conn.transaction():
+            fenced = await conn.fetchval(
+                f"UPDATE sagas SET lease_expires_at = {_EXPIRY % 4}"
+                " WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3"
+                " RETURNING true",
+                saga_id,
+                self.owner,
+                lease.epoch,
+                self._ttl_ms,
+            )
+            if not fenced:
+                if self._leases.get(saga_id) is lease:
+                    del self._leases[saga_id]
+                raise LeaseLost(f"saga {saga_id}: another replica took it over")
+            await changes(conn)
+        if ends:
+            self._leases.pop(saga_id, None)  # the terminal status cleared the lease
+        else:
+            lease.valid_until = max(lease.valid_until, started + self._trusted_for)
+
+    # --- operator actions, from any replica -------------------------------------
+
+    async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE sagas SET cancel_requested = true, updated_at_epoch_ms = $1"
+                " WHERE saga_id = $2 AND status = $3",
+                at_ms,
+                saga_id,
+                SagaStatus.RUNNING.value,
+            )
+            return await _load_where(conn, "s.saga_id = $1", saga_id)
+
+    async def resume(self, saga_id: str, at_ms: int) -> SagaRecord | None:
+        """Moves a FAILED saga back to COMPENSATING with no owner: any replica may claim it."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE sagas SET status = $1, updated_at_epoch_ms = $2, ended_at_epoch_ms = NULL,"
+                " lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE saga_id = $3 AND status = $4",
+                SagaStatus.COMPENSATING.value,
+                at_ms,
+                saga_id,
+                SagaStatus.FAILED.value,
+            )
+            return await _load_where(conn, "s.saga_id = $1", saga_id)
+
+    # Last in the class: inside it, `list` names this method, not the builtin.
+    async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page:
+        after = _decode_token(page_token)
+        where: list[str] = []
+        params: list[object] = []
+        if status is not None:
+            params.append(status.value)
+            where.append(f"status = ${len(params)}")
+        if after is not None:
+            params.extend(after)
+            where.append(f"(created_at_epoch_ms, saga_id) < (${len(params) - 1}, ${len(params)})")
+        params.append(page_size + 1)
+        inner = "SELECT * FROM sagas"
+        if where:
+            inner += " WHERE " + " AND ".join(where)
+        inner += f" ORDER BY created_at_epoch_ms DESC, saga_id DESC LIMIT ${len(params)}"
+        sql = f"{_SELECT} FROM ({inner}) s ORDER BY s.created_at_epoch_ms DESC, s.saga_id DESC"
+        rows = await self.pool.fetch(sql, *params)
+        records = [_hydrate(row) for row in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            last = records[-1]
+            token = _encode_token(last.created_at_ms, last.saga_id)
+        return Page(records, token)
+
+
+async def migrate(conn: Connection) -> list[int]:
+    """Applies the migrations this database lacks, in order; returns their versions.
+
+    The transaction-scoped advisory lock makes replicas that start together take
+    turns: the first applies, the others find everything applied.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {
+            int(row["version"]) for row in await conn.fetch("SELECT version FROM schema_migrations")
+        }
+        if done and max(done) > len(MIGRATIONS):
+            raise SchemaTooNew(
+                f"the saga log is at schema version {max(done)}; this orchestrator knows "
+                f"versions up to {len(MIGRATIONS)}: upgrade it"
+            )
+        applied = []
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+        return applied
+
+
+async def _change_status(conn: Connection, saga_id: str, change: StatusChange) -> None:
+    terminal = change.status.terminal
+    await conn.execute(
+        "UPDATE sagas SET status = $1, updated_at_epoch_ms = $2::bigint,"
+        " ended_at_epoch_ms = CASE WHEN $3::boolean THEN $2::bigint ELSE NULL END,"
+        " lease_owner = CASE WHEN $3::boolean THEN NULL ELSE lease_owner END,"
+        " lease_expires_at = CASE WHEN $3::boolean THEN NULL ELSE lease_expires_at END"
+        " WHERE saga_id = $4",
+        change.status.value,
+        change.at_ms,
+        terminal,
+        saga_id,
+    )
+    if change.cause is not None:
+        cause = change.cause
+        await conn.execute(
+            "UPDATE sagas SET cause_step = $1, cause_code = $2, cause_message = $3,"
+            " cause_reason = $4, cause_at_epoch_ms = $5 WHERE saga_id = $6",
+            cause.step,
+            cause.code,
+            cause.message,
+            cause.reason,
+            cause.at_ms,
+            saga_id,
+        )
+    if change.failures:
+        await conn.executemany(
+            "INSERT INTO compensation_failures (saga_id, step, method, code, message,"
+            " attempts, at_epoch_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (saga_id, f.step, f.method, f.code, f.message, f.attempts, f.at_ms)
+                for f in change.failures
+            ],
+        )
+
+
+async def _load_where(conn: Connection, where: str, value: object) -> SagaRecord | None:
+    row = await conn.fetchrow(f"{_SELECT} FROM sagas s WHERE {where}", value)
+    return None if row is None else _hydrate(row)
+
+
+def _hydrate(row: asyncpg.Record) -> SagaRecord:
+    attempts = [
+        AttemptRecord(
+            step=str(a[0]),
+            phase=Phase(a[1]),
+            number=int(a[2]),
+            method=str(a[3]),
+            started_at_ms=int(a[4]),
+            finished_at_ms=_int_or_none(a[5]),
+            code=None if a[6] is None else str(a[6]),
+            message=str(a[7]),
+            reason=str(a[8]),
+        )
+        for a in _json_rows(row["attempt_rows"])
+    ]
+    failures = [
+        CompensationFailure(str(f[0]), str(f[1]), str(f[2]), str(f[3]), int(f[4]), int(f[5]))
+        for f in _json_rows(row["failure_rows"])
+    ]
+    cause = None
+    if row["cause_code"] is not None:
+        cause = Cause(
+            str(row["cause_step"]),
+            str(row["cause_code"]),
+            str(row["cause_message"]),
+            str(row["cause_reason"]),
+            int(row["cause_at_epoch_ms"]),
+        )
+    latest_attempt = max((a.finished_at_ms or a.started_at_ms for a in attempts), default=0)
+    return SagaRecord(
+        saga_id=str(row["saga_id"]),
+        saga_type=str(row["saga_type"]),
+        business_key=str(row["business_key"]),
+        request_id=None if row["request_id"] is None else str(row["request_id"]),
+        input=bytes(row["input"]),
+        status=SagaStatus(row["status"]),
+        created_at_ms=int(row["created_at_epoch_ms"]),
+        updated_at_ms=max(int(row["updated_at_epoch_ms"]), latest_attempt),
+        deadline_ms=int(row["deadline_epoch_ms"]),
+        ended_at_ms=_int_or_none(row["ended_at_epoch_ms"]),
+        cause=cause,
+        cancel_requested=bool(row["cancel_requested"]),
+        attempts=attempts,
+        failures=failures,
+    )
+
+
+def _json_rows(value: Any) -> list[list[Any]]:
+    rows = json.loads(value) if isinstance(value, str) else value
+    assert isinstance(rows, list)
+    return rows
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
