@@ -1,0 +1,657 @@
+"""`minisaga`: place orders, and find, read and repair sagas, from a terminal.
+
+    minisaga demo                       # the tutorial's four scenarios
+    minisaga saga list --status failed  # what needs an operator
+    minisaga saga get SAGA_ID           # one saga's timeline
+    minisaga saga resume SAGA_ID --wait # retry its failed compensations
+
+`main(argv, channel=...)` takes one channel for every service instead of
+dialing them, so tests can script replies with `grpc_testing`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
+
+from minisaga_client.client import DEFAULT_TIMEOUT, Client, connect
+from minisaga_client.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    MinisagaError,
+    NotFound,
+    Unavailable,
+)
+from minisaga_client.render import (
+    Style,
+    event_line,
+    headline,
+    record,
+    saga_table,
+    status_name,
+    timeline,
+    use_color,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INVALID_ARGUMENT = 3
+EXIT_NOT_FOUND = 4
+EXIT_REFUSED = 5
+EXIT_UNAVAILABLE = 6
+EXIT_DEADLINE_EXCEEDED = 7
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: Mapping[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_INVALID_ARGUMENT,
+    grpc.StatusCode.OUT_OF_RANGE: EXIT_INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION: EXIT_REFUSED,
+    grpc.StatusCode.ALREADY_EXISTS: EXIT_REFUSED,
+    grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_DEADLINE_EXCEEDED,
+}
+"""The exit status of a failed call, by status code; any other code exits EXIT_ERROR."""
+
+DEFAULT_ADDRESSES: Mapping[str, str] = {
+    "orchestrator": "127.0.0.1:7001",
+    "payment": "127.0.0.1:7002",
+    "inventory": "127.0.0.1:7003",
+    "shipping": "127.0.0.1:7004",
+}
+ADDRESS_ENV: Mapping[str, str] = {
+    name: f"MINISAGA_{name.upper()}_ADDRESS" for name in DEFAULT_ADDRESSES
+}
+
+EPILOG = f"""\
+addresses: a flag wins over its environment variable, which wins over the default
+  --orchestrator  {ADDRESS_ENV["orchestrator"]:<30}  {DEFAULT_ADDRESSES["orchestrator"]}
+  --payment       {ADDRESS_ENV["payment"]:<30}  {DEFAULT_ADDRESSES["payment"]}
+  --inventory     {ADDRESS_ENV["inventory"]:<30}  {DEFAULT_ADDRESSES["inventory"]}
+  --shipping      {ADDRESS_ENV["shipping"]:<30}  {DEFAULT_ADDRESSES["shipping"]}
+
+exit codes:
+  {EXIT_OK}    ok; also when the saga itself compensated or failed (read its status)
+  {EXIT_ERROR}    another error (INTERNAL, UNKNOWN, ...), or `demo` saw what the tutorial does not
+  {EXIT_USAGE}    usage: a bad command line
+  {EXIT_INVALID_ARGUMENT}    INVALID_ARGUMENT (or OUT_OF_RANGE): refused, naming the bad fields
+  {EXIT_NOT_FOUND}    NOT_FOUND: no such saga, record or product
+  {EXIT_REFUSED}    FAILED_PRECONDITION or ALREADY_EXISTS: a rule refused it (its reason is shown)
+  {EXIT_UNAVAILABLE}    UNAVAILABLE: the service cannot be reached (after retries)
+  {EXIT_DEADLINE_EXCEEDED}    DEADLINE_EXCEEDED: no answer within --timeout seconds
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+
+Colour is on when stdout is a terminal and NO_COLOR is not set. --json prints
+the API messages as JSON (proto field names) instead of text.
+"""
+
+STATUSES = ("RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED")
+
+
+@dataclass
+class Command:
+    """What a command needs: its arguments, a client made on first use, and the output."""
+
+    args: argparse.Namespace
+    out: TextIO
+    style: Style
+    channel: grpc.Channel | None = None
+    _client: Client | None = field(default=None, init=False)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            addresses = {name: str(getattr(self.args, name)) for name in DEFAULT_ADDRESSES}
+            if self.channel is not None:
+                self._client = Client(
+                    self.channel,
+                    payment=self.channel,
+                    inventory=self.channel,
+                    shipping=self.channel,
+                    timeout=self.args.timeout,
+                    addresses=addresses,
+                )
+            else:
+                self._client = connect(
+                    addresses["orchestrator"],
+                    payment=addresses["payment"],
+                    inventory=addresses["inventory"],
+                    shipping=addresses["shipping"],
+                    timeout=self.args.timeout,
+                )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def show(self, message: Message, text: Callable[[], str]) -> None:
+        """The message as JSON with --json, else as `text()`."""
+        if self.json:
+            self.print(to_json(message))
+        else:
+            self.print(text())
+
+
+def to_json(message: Message, *, indent: int | None = 2) -> str:
+    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=indent)
+
+
+# --- commands -------------------------------------------------------------
+
+
+def place_order(cmd: Command) -> int:
+    a = cmd.args
+    placed = cmd.client.place_order(
+        product_id=a.product_id,
+        quantity=a.quantity,
+        amount=a.amount,
+        currency=a.currency,
+        address=a.address,
+        request_id=a.request_id,
+        fail_payment=a.fail_payment,
+        fail_inventory=a.fail_inventory,
+        fail_shipping=a.fail_shipping,
+    )
+    if cmd.json:
+        cmd.print(to_json(placed))
+        return EXIT_OK
+    cmd.print(timeline(placed.saga, cmd.style))
+    if placed.status in (pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING):
+        cmd.print(
+            f"\nthe {a.timeout:g}s --timeout came first; the saga goes on. "
+            f"Follow it: minisaga saga watch {placed.saga_id}"
+        )
+    return EXIT_OK
+
+
+def saga_get(cmd: Command) -> int:
+    saga = cmd.client.get_saga(cmd.args.saga_id)
+    cmd.show(saga, lambda: timeline(saga, cmd.style))
+    return EXIT_OK
+
+
+def saga_list(cmd: Command) -> int:
+    a = cmd.args
+    status = _status_value(a.status)
+    if a.all:
+        sagas = list(cmd.client.iter_sagas(status=status, page_size=a.page_size))
+        page = pb.ListSagasResponse(sagas=sagas)
+    else:
+        page = cmd.client.list_sagas(status=status, page_size=a.page_size, page_token=a.page_token)
+    if cmd.json:
+        cmd.print(to_json(page))
+        return EXIT_OK
+    if not page.sagas:
+        cmd.print(f"no {a.status.upper() + ' ' if a.status else ''}sagas")
+    else:
+        cmd.print(saga_table(page.sagas, cmd.style))
+    if page.next_page_token:
+        again = f" --status {a.status}" if a.status else ""
+        again += f" --page-size {a.page_size}" if a.page_size else ""
+        cmd.print(
+            f"\nmore: minisaga saga list{again} --page-token {page.next_page_token}   (or --all)"
+        )
+    return EXIT_OK
+
+
+def saga_watch(cmd: Command) -> int:
+    last: pb.Saga | None = None
+    for update in cmd.client.watch_saga(cmd.args.saga_id):
+        last = update.saga
+        if cmd.json:
+            cmd.print(to_json(update, indent=None))
+        else:
+            cmd.print(event_line(update.event, cmd.style))
+    if last is not None and not cmd.json:
+        cmd.print()
+        cmd.print(headline(last, cmd.style))
+    return EXIT_OK
+
+
+def _follow(cmd: Command, saga: pb.Saga, done: str) -> int:
+    """After resume or cancel: the saga now, or with --wait the saga once it ends."""
+    if cmd.args.wait:
+        for update in cmd.client.watch_saga(saga.saga_id):
+            saga = update.saga
+        cmd.show(saga, lambda: timeline(saga, cmd.style))
+        return EXIT_OK
+    if cmd.json:
+        cmd.print(to_json(saga))
+        return EXIT_OK
+    cmd.print(f"{done}: {headline(saga, cmd.style)}")
+    if saga.status in (pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING):
+        cmd.print(f"it goes on in the background; follow it: minisaga saga watch {saga.saga_id}")
+    return EXIT_OK
+
+
+def saga_resume(cmd: Command) -> int:
+    return _follow(cmd, cmd.client.resume_saga(cmd.args.saga_id), "resumed")
+
+
+def saga_cancel(cmd: Command) -> int:
+    return _follow(cmd, cmd.client.cancel_saga(cmd.args.saga_id), "cancel requested")
+
+
+def stock_set(cmd: Command) -> int:
+    stock = cmd.client.set_stock(cmd.args.product_id, cmd.args.quantity)
+    cmd.show(stock, lambda: record(stock, cmd.style))
+    return EXIT_OK
+
+
+def stock_get(cmd: Command) -> int:
+    stock = cmd.client.get_stock(cmd.args.product_id)
+    cmd.show(stock, lambda: record(stock, cmd.style))
+    return EXIT_OK
+
+
+def payment_get(cmd: Command) -> int:
+    payment = cmd.client.get_payment(cmd.args.saga_id)
+    cmd.show(payment, lambda: record(payment, cmd.style))
+    return EXIT_OK
+
+
+def reservation_get(cmd: Command) -> int:
+    reservation = cmd.client.get_reservation(cmd.args.saga_id)
+    cmd.show(reservation, lambda: record(reservation, cmd.style))
+    return EXIT_OK
+
+
+def shipment_get(cmd: Command) -> int:
+    shipment = cmd.client.get_shipment(cmd.args.saga_id)
+    cmd.show(shipment, lambda: record(shipment, cmd.style))
+    return EXIT_OK
+
+
+def graph(cmd: Command) -> int:
+    # The server package is imported only here: the client itself does not need it.
+    from minisaga_client.graph import mermaid
+    from orchestrator_server.order_saga import PLACE_ORDER
+
+    source = mermaid(PLACE_ORDER)
+    cmd.print(f"```mermaid\n{source}\n```" if cmd.args.markdown else source)
+    return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One of the tutorial's runs and what it must show."""
+
+    title: str
+    story: str
+    switch: str
+    """The PlaceOrder failure switch this scenario turns on ("" for none)."""
+    status: pb.SagaStatus.ValueType
+    steps: tuple[str, ...]
+    """Each step execution and its last code, such as "undo charge OK"."""
+    records: tuple[str, str, str]
+    """Payment, reservation and shipment status afterwards ("none" when there is none)."""
+
+
+SCENARIOS = (
+    Scenario(
+        "success",
+        "every step succeeds",
+        "",
+        pb.SAGA_STATUS_COMPLETED,
+        ("charge OK", "reserve OK", "ship OK"),
+        ("CHARGED", "RESERVED", "CREATED"),
+    ),
+    Scenario(
+        "inventory failure",
+        "Inventory refuses the reservation, so the payment is refunded",
+        "fail_inventory",
+        pb.SAGA_STATUS_COMPENSATED,
+        ("charge OK", "reserve FAILED_PRECONDITION", "undo charge OK"),
+        ("REFUNDED", "none", "none"),
+    ),
+    Scenario(
+        "payment failure",
+        "Payment refuses the charge: nothing was done, so there is nothing to undo",
+        "fail_payment",
+        pb.SAGA_STATUS_COMPENSATED,
+        ("charge FAILED_PRECONDITION",),
+        ("none", "none", "none"),
+    ),
+    Scenario(
+        "shipping failure",
+        "Shipping refuses the shipment: the stock is released, then the money refunded",
+        "fail_shipping",
+        pb.SAGA_STATUS_COMPENSATED,
+        (
+            "charge OK",
+            "reserve OK",
+            "ship FAILED_PRECONDITION",
+            "undo reserve OK",
+            "undo charge OK",
+        ),
+        ("REFUNDED", "RELEASED", "none"),
+    ),
+)
+
+
+def steps_of(saga: pb.Saga) -> tuple[str, ...]:
+    """Each step execution with its last status code: "charge OK", "undo charge OK"."""
+    return tuple(
+        ("undo " if s.phase == pb.STEP_PHASE_COMPENSATION else "")
+        + f"{s.step} {s.attempts[-1].code if s.attempts else 'PENDING'}"
+        for s in saga.steps
+    )
+
+
+def _record_status(read: Callable[[], Message]) -> str:
+    try:
+        found = read()
+    except NotFound:
+        return "none"
+    value = getattr(found, "status", 0)
+    descriptor = found.DESCRIPTOR.fields_by_name["status"].enum_type
+    assert descriptor is not None
+    return descriptor.values_by_number[value].name.split("_STATUS_")[-1]
+
+
+def _records(client: Client, saga_id: str) -> tuple[str, str, str]:
+    """What each participant holds for the saga: payment, reservation, shipment status."""
+    return (
+        _record_status(lambda: client.get_payment(saga_id)),
+        _record_status(lambda: client.get_reservation(saga_id)),
+        _record_status(lambda: client.get_shipment(saga_id)),
+    )
+
+
+def demo(cmd: Command) -> int:
+    a, style, client = cmd.args, cmd.style, cmd.client
+    cmd.print(
+        f"The tutorial's {len(SCENARIOS)} scenarios, each an order of {a.quantity} "
+        f"{a.product_id} for {a.amount} JPY:"
+    )
+    differ = 0
+    for number, scenario in enumerate(SCENARIOS, 1):
+        switch = f" --{scenario.switch.replace('_', '-')}" if scenario.switch else ""
+        cmd.print()
+        cmd.print(style.bold(f"━━ {number}/{len(SCENARIOS)} {scenario.title}: {scenario.story}"))
+        cmd.print(
+            style.dim(
+                f"$ minisaga place-order --product-id {a.product_id} --quantity {a.quantity} "
+                f"--amount {a.amount}{switch}"
+            )
+        )
+        placed = client.place_order(
+            product_id=a.product_id,
+            quantity=a.quantity,
+            amount=a.amount,
+            fail_payment=scenario.switch == "fail_payment",
+            fail_inventory=scenario.switch == "fail_inventory",
+            fail_shipping=scenario.switch == "fail_shipping",
+        )
+        saga = placed.saga
+        cmd.print(timeline(saga, style))
+        records = _records(client, placed.saga_id)
+        cmd.print(
+            f"participants: payment {records[0]} · reservation {records[1]} · shipment {records[2]}"
+        )
+        expected = (scenario.status, scenario.steps, scenario.records)
+        if (saga.status, steps_of(saga), records) == expected:
+            cmd.print(style.green(f"✓ as in the tutorial: {status_name(saga.status)}"))
+        else:
+            differ += 1
+            cmd.print(
+                style.red(
+                    f"✗ the tutorial expects {status_name(scenario.status)}, "
+                    f"{' → '.join(scenario.steps)}, records {' · '.join(scenario.records)}"
+                )
+            )
+    cmd.print()
+    if differ:
+        cmd.print(style.red(f"{differ} of {len(SCENARIOS)} scenarios differ from the tutorial"))
+        return EXIT_ERROR
+    cmd.print(
+        style.green(f"all {len(SCENARIOS)} scenarios ended as in the tutorial")
+        + "; read any saga again with: minisaga saga get SAGA_ID"
+    )
+    return EXIT_OK
+
+
+# --- the command line -----------------------------------------------------
+
+
+def _status_value(name: str | None) -> pb.SagaStatus.ValueType | None:
+    return None if not name else pb.SagaStatus.Value(f"SAGA_STATUS_{name.upper()}")
+
+
+def _status_name(text: str) -> str:
+    name = text.upper().removeprefix("SAGA_STATUS_")
+    if name not in STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {text!r}: choose from {', '.join(s.lower() for s in STATUSES)}"
+        )
+    return name
+
+
+def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Address and deadline flags; on subcommands too, so they may come after them."""
+    group = parser.add_argument_group("connection")
+    for name, default in DEFAULT_ADDRESSES.items():
+        env = ADDRESS_ENV[name]
+        group.add_argument(
+            f"--{name}",
+            metavar="HOST:PORT",
+            default=argparse.SUPPRESS if suppress else os.environ.get(env, default),
+            help=f"the {name} service (env {env}, default {default})",
+        )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS if suppress else DEFAULT_TIMEOUT,
+        help=f"deadline of each call (default {DEFAULT_TIMEOUT:g}); "
+        "PlaceOrder returns a still-running saga when it comes",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minisaga",
+        description="Place orders, and find, read and repair their sagas.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _connection_flags(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_flags(common, suppress=True)
+    reading = argparse.ArgumentParser(add_help=False)
+    reading.add_argument("--json", action="store_true", help="print the API message as JSON")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        run: Callable[[Command], int],
+        text: str,
+        *,
+        json: bool = True,
+    ) -> argparse.ArgumentParser:
+        sub = group.add_parser(
+            name,
+            help=text,
+            description=text,
+            parents=[common, reading] if json else [common],
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    order = add(
+        commands,
+        "place-order",
+        place_order,
+        "place an order and show its saga (waits until it ends or --timeout)",
+    )
+    order.add_argument("--product-id", required=True)
+    order.add_argument("--quantity", type=int, required=True)
+    order.add_argument("--amount", type=int, required=True, help="minor units, such as yen")
+    order.add_argument("--currency", default="", help="ISO 4217 code (default JPY)")
+    order.add_argument("--address", default="", help="where to ship (default store pickup)")
+    order.add_argument(
+        "--request-id",
+        default=None,
+        help="idempotency key: the same one returns the same saga (default: a fresh one)",
+    )
+    order.add_argument("--fail-payment", action="store_true", help="Payment refuses the charge")
+    order.add_argument(
+        "--fail-inventory", action="store_true", help="Inventory refuses the reservation"
+    )
+    order.add_argument("--fail-shipping", action="store_true", help="Shipping refuses")
+
+    saga = commands.add_parser("saga", help="find, read, watch, resume and cancel sagas")
+    sagas = saga.add_subparsers(dest="saga_command", metavar="COMMAND", required=True)
+    add(sagas, "get", saga_get, "one saga's timeline: steps, undos, attempts").add_argument(
+        "saga_id"
+    )
+    listing = add(sagas, "list", saga_list, "sagas, newest first")
+    listing.add_argument(
+        "--status",
+        type=_status_name,
+        default=None,
+        help="only sagas in this status: " + ", ".join(s.lower() for s in STATUSES),
+    )
+    listing.add_argument("--page-size", type=int, default=0, help="sagas per page (default 50)")
+    listing.add_argument("--page-token", default="", help="the next page, from the last list")
+    listing.add_argument("--all", action="store_true", help="every page")
+    add(sagas, "watch", saga_watch, "the saga's events as they happen, until it ends").add_argument(
+        "saga_id"
+    )
+    for name, run, text in (
+        ("resume", saga_resume, "retry the failed compensations of a FAILED saga"),
+        ("cancel", saga_cancel, "stop a running saga; it undoes what it did"),
+    ):
+        sub = add(sagas, name, run, text)
+        sub.add_argument("saga_id")
+        sub.add_argument("--wait", action="store_true", help="wait until the saga ends, show it")
+
+    stock = commands.add_parser("stock", help="a product's stock (Inventory)")
+    stocks = stock.add_subparsers(dest="stock_command", metavar="COMMAND", required=True)
+    setting = add(stocks, "set", stock_set, "set the quantity free to reserve")
+    setting.add_argument("product_id")
+    setting.add_argument("quantity", type=int)
+    add(stocks, "get", stock_get, "a product's free and reserved quantity").add_argument(
+        "product_id"
+    )
+
+    for name, run, text in (
+        ("payment", payment_get, "a saga's payment (Payment)"),
+        ("reservation", reservation_get, "a saga's reservation (Inventory)"),
+        ("shipment", shipment_get, "a saga's shipment (Shipping)"),
+    ):
+        group = commands.add_parser(name, help=text)
+        subs = group.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+        add(subs, "get", run, text).add_argument("saga_id")
+
+    drawing = add(
+        commands,
+        "graph",
+        graph,
+        "the saga definition as a Mermaid diagram, from the definition itself",
+        json=False,
+    )
+    drawing.add_argument("--markdown", action="store_true", help="inside a ```mermaid fence")
+
+    demoing = add(
+        commands,
+        "demo",
+        demo,
+        "run the tutorial's scenarios (success, inventory, payment and shipping failure)",
+        json=False,
+    )
+    demoing.add_argument("--product-id", default="apple")
+    demoing.add_argument("--quantity", type=int, default=2)
+    demoing.add_argument("--amount", type=int, default=1200)
+    return parser
+
+
+def describe_error(error: MinisagaError, timeout: float) -> str:
+    """One line a person reads: what failed, and what to do when there is something."""
+    who = f"the {error.service or 'service'}" + (f" at {error.address}" if error.address else "")
+    reason = f" ({error.reason})" if error.reason else ""
+    if isinstance(error, Unavailable):
+        if error.reason:  # the service answered, and said it cannot serve
+            return f"{who} is unavailable: {error.message}{reason}"
+        return f"cannot reach {who} — is `make run` going?"
+    if isinstance(error, DeadlineExceeded):
+        return (
+            f"{who} did not answer within {timeout:g}s (DEADLINE_EXCEEDED); "
+            "it may be overloaded: try again, or raise --timeout"
+        )
+    if isinstance(error, InvalidArgument):
+        if error.field_violations:
+            fields = "; ".join(f"{v.field}: {v.description}" for v in error.field_violations)
+            return f"invalid argument — {fields}"
+        return f"invalid argument — {error.message}"
+    if isinstance(error, NotFound):
+        return f"not found: {error.message}"
+    if error.code == grpc.StatusCode.FAILED_PRECONDITION:
+        return f"refused{reason}: {error.message}"
+    if error.code == grpc.StatusCode.ALREADY_EXISTS:
+        return f"already exists{reason}: {error.message}"
+    return f"{who} answered {error.code.name}{reason}: {error.message or 'no message'}"
+
+
+def exit_code(error: MinisagaError) -> int:
+    return EXIT_CODES.get(error.code, EXIT_ERROR)
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so the flush at exit does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def main(argv: Sequence[str] | None = None, *, channel: grpc.Channel | None = None) -> int:
+    """Runs one command; returns its exit status (see EPILOG)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, or a usage error argparse has printed
+        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper) and out.encoding.lower().replace("-", "") != "utf8":
+        out.reconfigure(errors="replace")  # a ✓ must never crash a non-UTF-8 terminal
+    cmd = Command(args, out, Style(use_color(out)), channel)
+    try:
+        run: Callable[[Command], int] = args.run
+        return run(cmd)
+    except MinisagaError as error:
+        print(f"minisaga: {describe_error(error, args.timeout)}", file=sys.stderr)
+        return exit_code(error)
+    except KeyboardInterrupt:
+        print("minisaga: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # such as `minisaga saga list --all | head`
+        _silence_stdout()
+        return EXIT_OK
+    finally:
+        cmd.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
