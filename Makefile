@@ -1,6 +1,7 @@
 # minisaga — every target installs what it needs by itself.
 #   make run     all four services on 127.0.0.1:7001-7004, SQLite under ./data
-#   make test    the whole suite (what .ci/run calls)
+#   make test    the whole suite (what .ci/run calls); installs PostgreSQL for its
+#                tests when missing and root, else those tests say why they skip
 #   make lint    ruff, mypy --strict, buf lint
 #   make proto   regenerate generated/ from protos/
 
@@ -11,9 +12,9 @@ STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
 DATA   ?= data
 PROTOS := $(shell find protos -name '*.proto' | sort)
-CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server examples tests
+CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server minisaga_client bench examples tests
 
-.PHONY: install proto proto-check test lint run clean
+.PHONY: install proto proto-check test lint run bench clean postgres
 
 install: $(STAMP)
 
@@ -52,12 +53,31 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
-test: $(STAMP) proto-check
+test: $(STAMP) proto-check postgres
 	$(VENV)/bin/pytest -q
+
+# The PostgreSQL server binaries the PostgreSQL tests start a throwaway server
+# from (tests/pg.py). Installed when missing and we are root (CI); never fails:
+# without them those tests are skipped, each saying why.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL (apt-get install postgresql) for its tests" >&2; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	    || echo "could not install PostgreSQL: its tests will be skipped" >&2; \
+	else \
+	  echo "no PostgreSQL server binaries (apt-get install postgresql): its tests will be skipped" >&2; \
+	fi
 
 run: $(STAMP)
 	mkdir -p $(DATA)
 	$(PY) -m service_kit.run_all --data-dir $(DATA)
+
+# The benchmark of issue 5: fresh services, direct baseline, correctness check,
+# sagas in flight; a Markdown table on stdout, JSON in bench-results/.
+# make bench BENCH_ARGS=--quick for a smoke run; python -m bench --help for the rest.
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

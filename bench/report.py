@@ -1,0 +1,196 @@
+"""Turning raw measurements into the figures of the benchmark, and Markdown tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+SERVERS = ("orchestrator", "payment", "inventory", "shipping")
+MIB = 1024 * 1024
+
+# Issue 5's targets, at concurrency 64: orchestrated/direct throughput and p99.
+TARGETS: dict[float, dict[str, float]] = {
+    0.0: {"throughput_ratio_min": 0.5, "p99_ratio_max": 3.0},
+    0.2: {"throughput_ratio_min": 0.45},
+}
+TARGET_CONCURRENCY = 64
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (nan when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(latencies_seconds: Sequence[float]) -> dict[str, float]:
+    values = sorted(latencies_seconds)
+    mean = sum(values) / len(values) if values else math.nan
+    return {
+        "p50": 1000 * percentile(values, 0.50),
+        "p95": 1000 * percentile(values, 0.95),
+        "p99": 1000 * percentile(values, 0.99),
+        "max": 1000 * values[-1] if values else math.nan,
+        "mean": 1000 * mean,
+    }
+
+
+def summarize_run(
+    mode: str, concurrency: int, failure_rate: float, raw: dict[str, Any]
+) -> dict[str, Any]:
+    sagas = int(raw["sagas"])
+    elapsed = float(raw["elapsed_seconds"])
+    cpu = raw["cpu_seconds"]
+    check = raw.get("check", {})
+    return {
+        "mode": mode,
+        "concurrency": concurrency,
+        "failure_rate": failure_rate,
+        "sagas": sagas,
+        "elapsed_seconds": elapsed,
+        "sagas_per_second": sagas / elapsed if elapsed > 0 else 0.0,
+        "latency_ms": latency_summary(raw["latencies_seconds"]),
+        "cpu_seconds_per_saga": {
+            name: (seconds / sagas if sagas else math.nan) for name, seconds in cpu.items()
+        },
+        "cpu_seconds": cpu,
+        "memory_bytes": raw["memory_bytes"],
+        "errors": int(raw["errors"]),
+        "unexpected_outcomes": int(raw["unexpected"]),
+        "error_samples": raw["error_samples"],
+        "warmup_sagas": raw["warmup_sagas"],
+        "outcomes": raw["outcomes"],
+        "check": check,
+        "passed": int(raw["errors"]) == 0
+        and int(raw["unexpected"]) == 0
+        and bool(check.get("passed")),
+    }
+
+
+def compare(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Orchestrated against direct, for each (concurrency, failure rate) that has both."""
+    by_key = {(r["mode"], r["concurrency"], r["failure_rate"]): r for r in runs}
+    rows = []
+    for (mode, concurrency, rate), orchestrated in by_key.items():
+        if mode != "orchestrated" or ("direct", concurrency, rate) not in by_key:
+            continue
+        baseline = by_key[("direct", concurrency, rate)]
+        throughput_ratio = _ratio(orchestrated["sagas_per_second"], baseline["sagas_per_second"])
+        p99_ratio = _ratio(orchestrated["latency_ms"]["p99"], baseline["latency_ms"]["p99"])
+        row: dict[str, Any] = {
+            "concurrency": concurrency,
+            "failure_rate": rate,
+            "direct_sagas_per_second": baseline["sagas_per_second"],
+            "orchestrated_sagas_per_second": orchestrated["sagas_per_second"],
+            "throughput_ratio": throughput_ratio,
+            "direct_p99_ms": baseline["latency_ms"]["p99"],
+            "orchestrated_p99_ms": orchestrated["latency_ms"]["p99"],
+            "p99_ratio": p99_ratio,
+        }
+        target = TARGETS.get(rate) if concurrency == TARGET_CONCURRENCY else None
+        if target is not None:
+            met = throughput_ratio >= target["throughput_ratio_min"]
+            if "p99_ratio_max" in target:
+                met = met and p99_ratio <= target["p99_ratio_max"]
+            row["target"] = target
+            row["target_met"] = met
+        rows.append(row)
+    return rows
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else math.nan
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def _cpu_ms(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{1000 * value:.2f}"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / MIB:.0f}"
+
+
+def runs_table(runs: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "| mode | conc | fail | sagas | sagas/s | p50 ms | p95 ms | p99 ms "
+        "| CPU ms/saga orch | pay | inv | ship | loadgen "
+        "| peak RSS MiB orch | pay | inv | ship | errors | check |"
+    )
+    lines = [header, "|" + "---|" * 3 + "---:|" * 14 + "---|" * 2]
+    for run in runs:
+        cpu = run["cpu_seconds_per_saga"]
+        memory = run["memory_bytes"]
+        check = run["check"]
+        errors = run["errors"] + run["unexpected_outcomes"]
+        verdict = (
+            f"ok ({check['sagas']})"
+            if check.get("passed")
+            else f"FAILED ({check.get('disagreements', '?')} disagree, "
+            f"{check.get('errors', '?')} errors)"
+        )
+        lines.append(
+            f"| {run['mode']} | {run['concurrency']} | {100 * run['failure_rate']:.0f}% "
+            f"| {run['sagas']} | {run['sagas_per_second']:.0f} "
+            f"| {_ms(run['latency_ms']['p50'])} | {_ms(run['latency_ms']['p95'])} "
+            f"| {_ms(run['latency_ms']['p99'])} "
+            + "".join(f"| {_cpu_ms(cpu.get(name))} " for name in (*SERVERS, "loadgen"))
+            + "".join(
+                f"| {_mib(memory[name]['peak_rss'] if name in memory else None)} "
+                for name in SERVERS
+            )
+            + f"| {errors} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def comparison_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| conc | fail | direct sagas/s | orchestrated sagas/s | throughput orch/direct "
+        "| direct p99 ms | orchestrated p99 ms | p99 orch/direct | target |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        target = ""
+        if "target" in row:
+            wanted = f">= {row['target']['throughput_ratio_min']:g}x"
+            if "p99_ratio_max" in row["target"]:
+                wanted += f", p99 <= {row['target']['p99_ratio_max']:g}x"
+            target = f"{wanted}: {'met' if row['target_met'] else 'MISSED'}"
+        lines.append(
+            f"| {row['concurrency']} | {100 * row['failure_rate']:.0f}% "
+            f"| {row['direct_sagas_per_second']:.0f} | {row['orchestrated_sagas_per_second']:.0f} "
+            f"| {row['throughput_ratio']:.2f} | {_ms(row['direct_p99_ms'])} "
+            f"| {_ms(row['orchestrated_p99_ms'])} | {row['p99_ratio']:.2f} | {target} |"
+        )
+    return "\n".join(lines)
+
+
+def in_flight_table(result: dict[str, Any]) -> str:
+    if "rss_in_flight_bytes" not in result:
+        return f"in-flight case FAILED: {result.get('error_samples')}"
+    return "\n".join(
+        [
+            "| sagas sent | in flight at once | orchestrator RSS before MiB "
+            "| RSS with all in flight MiB | RSS per in-flight saga (bytes) "
+            "| marginal, 2nd half (bytes) | send s | resent | errors | passed |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {result['count']} | {result['in_flight']} | {_mib(result['rss_before_bytes'])} "
+            f"| {_mib(result['rss_in_flight_bytes'])} | {result['rss_per_saga_bytes']:.0f} "
+            f"| {result['rss_per_saga_marginal_bytes']:.0f} | {result['send_seconds']:.1f} "
+            f"| {result['retries']} | {result['errors']} | {'yes' if result['passed'] else 'NO'} |",
+        ]
+    )
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    return (
+        f"{machine['nproc']} CPUs ({machine['cpu_model']}), "
+        f"{machine['memory_total_bytes'] / 2**30:.1f} GiB, "
+        f"Python {machine['python']}, Linux {machine['kernel']}"
+    )

@@ -1,0 +1,420 @@
+"""python -m bench: the benchmark of issue 5 (`make bench`).
+
+For each failure rate and concurrency it runs, on freshly started services
+(fresh processes and files for every configuration, so a process's peak RSS,
+VmHWM, is that run's peak):
+
+1. direct: the load generator calls Payment, Inventory and Shipping in
+   sequence itself (the practical limit: no orchestrator, no log);
+2. orchestrated: the load generator calls PlaceOrder on the orchestrator,
+   which runs its defaults (saga log with synchronous=FULL).
+
+Each run has an unmeasured warm-up, then a measured window of
+--duration-seconds; then every saga of the run is checked against the
+participants. Last, unless --skip-in-flight, many sagas are held in flight at
+once (Shipping slowed by its latency flag) to measure the orchestrator's RSS
+per in-flight saga. Prints Markdown tables; writes JSON. Exits 1 if any call
+failed, any saga ended other than its order asked, any participant disagrees
+with a saga, or the in-flight case did not get all its sagas in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from bench import profile, report
+from bench.procfs import machine
+from bench.services import ROOT, ServiceError, child_env, cluster
+
+DEFAULT_OUTPUT = Path("bench-results/bench.json")
+LOADGEN_SLACK = 60.0  # seconds a load generator may take beyond its own bounds
+
+
+def _number_list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if not values:
+            raise argparse.ArgumentTypeError("empty list")
+        return values
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the orchestrator against a direct baseline on fresh services "
+        "(127.0.0.1 only), check every saga, and measure sagas in flight.",
+    )
+    parser.add_argument(
+        "--duration-seconds",
+        type=float,
+        default=None,
+        help="measured window of each configuration (default 5; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_number_list(int),
+        default=None,
+        help="PlaceOrders in flight from the load generator (default 1,16,64,256; "
+        "1,16 with --quick)",
+    )
+    parser.add_argument(
+        "--failure-rates",
+        type=_number_list(float),
+        default=[0.0, 0.2],
+        help="fractions of orders that fail at Inventory, so compensation runs (default 0,0.2)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=["direct", "orchestrated"],
+        help="direct, orchestrated or both (default both)",
+    )
+    parser.add_argument(
+        "--max-sagas",
+        type=int,
+        default=200_000,
+        help="at most this many sagas per measured window (default %(default)s)",
+    )
+    parser.add_argument(
+        "--skip-in-flight", action="store_true", help="skip the many-sagas-in-flight case"
+    )
+    parser.add_argument(
+        "--in-flight-sagas",
+        type=int,
+        default=None,
+        help="sagas held in flight at once (default 10000; 200 with --quick)",
+    )
+    parser.add_argument(
+        "--in-flight-latency-ms",
+        type=int,
+        default=60_000,
+        help="Shipping's added latency on CreateShipment in the in-flight case; it bounds "
+        "how long sending and measuring may take (default %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: concurrency 1 and 16, 1 s each, 200 sagas in flight",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the orchestrator with py-spy during each orchestrated window "
+        "(needs `.venv/bin/pip install py-spy`; profiled rows run slower)",
+    )
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="with --profile: unwind C and Cython frames too (py-spy --native; pauses the "
+        "orchestrator at every sample, so it slows it more)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="JSON results (default %(default)s); profiles go beside it",
+    )
+    parser.add_argument(
+        "--keep-files",
+        action="store_true",
+        help="keep the services' databases and logs (the temp folder is printed)",
+    )
+    args = parser.parse_args(argv)
+    if args.duration_seconds is None:
+        args.duration_seconds = 1.0 if args.quick else 5.0
+    if args.concurrency is None:
+        args.concurrency = [1, 16] if args.quick else [1, 16, 64, 256]
+    if args.in_flight_sagas is None:
+        args.in_flight_sagas = 200 if args.quick else 10_000
+    if args.duration_seconds <= 0 or args.duration_seconds > 600:
+        parser.error("--duration-seconds must be in (0, 600]")
+    if any(not 1 <= c <= 4096 for c in args.concurrency):
+        parser.error("--concurrency values must be in [1, 4096]")
+    if any(not 0.0 <= r < 1.0 for r in args.failure_rates):
+        parser.error("--failure-rates must be in [0, 1)")
+    if not set(args.modes) <= {"direct", "orchestrated"} or not args.modes:
+        parser.error("--modes takes direct, orchestrated or both")
+    if not 2 <= args.in_flight_sagas <= 100_000:
+        parser.error("--in-flight-sagas must be in [2, 100000]")
+    if args.in_flight_latency_ms < 10_000:
+        parser.error("--in-flight-latency-ms must be at least 10000")
+    args.profile = args.profile or args.profile_native
+    if args.profile and profile.py_spy() is None:
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return args
+
+
+def run_loadgen(
+    spec: dict[str, Any],
+    timeout: float,
+    log: Path,
+    on_window_start: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Runs `python -m bench.loadgen` on `spec`; returns its result line."""
+    with log.open("ab") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen"],
+            cwd=ROOT,
+            env=child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+    lines: queue.Queue[bytes | None] = queue.Queue()
+
+    def pump(stream: IO[bytes]) -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    assert process.stdin is not None and process.stdout is not None
+    reader = threading.Thread(target=pump, args=(process.stdout,), daemon=True)
+    reader.start()
+    process.stdin.write(json.dumps(spec).encode())
+    process.stdin.close()
+    deadline = time.monotonic() + timeout
+    result: dict[str, Any] | None = None
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"load generator did not finish within {timeout:.0f}s")
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            message = json.loads(line)
+            if message["event"] == "window-start" and on_window_start is not None:
+                on_window_start()
+            elif message["event"] == "result":
+                result = message
+        code = process.wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if code != 0 or result is None:
+        tail = log.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"load generator exited with status {code}:\n{tail}")
+    return result
+
+
+def run_configuration(
+    args: argparse.Namespace, workdir: Path, mode: str, concurrency: int, failure_rate: float
+) -> dict[str, Any]:
+    name = f"{mode}-c{concurrency}-f{failure_rate:g}"
+    folder = workdir / name
+    warmup = max(10 if args.quick else 20, 2 * concurrency)
+    with cluster(folder, orchestrator=mode == "orchestrated") as services:
+        spec = {
+            "mode": mode,
+            "addresses": {n: s.address for n, s in services.services.items()},
+            "pids": services.pids(),
+            "concurrency": concurrency,
+            "duration": args.duration_seconds,
+            "failure_rate": failure_rate,
+            "warmup": warmup,
+            "max_sagas": args.max_sagas,
+        }
+        sampler: list[subprocess.Popen[bytes]] = []
+        raw_profile = args.output.parent / f"profile-{name}.raw.txt"
+
+        def start_profile() -> None:
+            if args.profile and mode == "orchestrated":
+                sampler.append(
+                    profile.start(
+                        services.services["orchestrator"].pid,
+                        args.duration_seconds,
+                        raw_profile,
+                        native=args.profile_native,
+                    )
+                )
+
+        bound = args.duration_seconds + 30 * 3 + 300 + LOADGEN_SLACK
+        raw = run_loadgen(spec, bound, folder / "loadgen.log", start_profile)
+        services.check_alive()
+        summary = report.summarize_run(mode, concurrency, failure_rate, raw)
+        summary["orchestrator_settings"] = "defaults (synchronous=FULL)" if mode != "direct" else ""
+        for process in sampler:
+            try:
+                _, stderr = process.communicate(timeout=args.duration_seconds + 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                _, stderr = process.communicate()
+            if raw_profile.exists():
+                summary["profile"] = {
+                    "raw": str(raw_profile),
+                    **profile.summarize(raw_profile),
+                }
+            else:
+                summary["profile"] = {"error": stderr.decode(errors="replace")[-2000:]}
+        return summary
+
+
+def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    latency_ms = args.in_flight_latency_ms
+    folder = workdir / "in-flight"
+    with cluster(
+        folder,
+        orchestrator=True,
+        shipping_args=["--fault-latency-ms", str(latency_ms), "--fault-methods", "CreateShipment"],
+        # The one slow call must not time out (and be retried) while we measure.
+        orchestrator_args=[
+            "--attempt-timeout-ms",
+            str(latency_ms + 60_000),
+            "--saga-deadline-seconds",
+            str(latency_ms // 1000 + 300),
+        ],
+    ) as services:
+        bound = latency_ms / 1000 - 5  # measure before the first shipments come back
+        spec = {
+            "mode": "in_flight",
+            "addresses": {n: s.address for n, s in services.services.items()},
+            "pids": services.pids(),
+            "in_flight_count": args.in_flight_sagas,
+            "in_flight_deadline": 1.0,
+            "in_flight_concurrency": 500,
+            "in_flight_bound": bound,
+        }
+        result = run_loadgen(spec, bound + LOADGEN_SLACK, folder / "loadgen.log")
+        services.check_alive()
+        result.pop("event", None)
+        result["shipping_latency_ms"] = latency_ms
+        result["orchestrator_settings"] = (
+            f"defaults, but --attempt-timeout-ms {latency_ms + 60_000} and "
+            f"--saga-deadline-seconds {latency_ms // 1000 + 300} (longer than Shipping's delay)"
+        )
+        return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    host = machine()
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": host,
+        "settings": {
+            "duration_seconds": args.duration_seconds,
+            "concurrency": args.concurrency,
+            "failure_rates": args.failure_rates,
+            "modes": args.modes,
+            "quick": args.quick,
+            "profile": args.profile,
+            "processes": "fresh services for every configuration; peak RSS is VmHWM",
+        },
+        "runs": [],
+    }
+    problems: list[str] = []
+    print(f"# minisaga benchmark\n\nmachine: {report.machine_line(host)}\n", flush=True)
+    temp = tempfile.mkdtemp(prefix="minisaga-bench-")
+    workdir = Path(temp)
+    try:
+        for rate in args.failure_rates:
+            for concurrency in args.concurrency:
+                for mode in args.modes:
+                    label = f"{mode} c={concurrency} fail={100 * rate:.0f}%"
+                    print(f"running {label} …", file=sys.stderr, flush=True)
+                    run = run_configuration(args, workdir, mode, concurrency, rate)
+                    results["runs"].append(run)
+                    if not run["passed"]:
+                        problems.append(
+                            f"{label}: {run['errors']} errors, {run['unexpected_outcomes']} "
+                            f"unexpected outcomes, check {run['check']}; "
+                            f"samples {run['error_samples']}"
+                        )
+        results["comparisons"] = report.compare(results["runs"])
+        if not args.skip_in_flight:
+            print(f"running {args.in_flight_sagas} sagas in flight …", file=sys.stderr, flush=True)
+            results["in_flight"] = run_in_flight(args, workdir)
+            if not results["in_flight"].get("passed"):
+                problems.append(f"in-flight case: {results['in_flight']}")
+    except (ServiceError, RuntimeError, TimeoutError) as error:
+        problems.append(f"benchmark stopped: {error}")
+    finally:
+        results["problems"] = problems
+        results["passed"] = not problems
+        if args.keep_files:
+            print(f"services' files and logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        args.output.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
+    print(render(results))
+    print(f"\nJSON: {args.output}")
+    if problems:
+        print("\nFAILED:\n" + "\n".join(f"- {p}" for p in problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    """NaN (a figure with no samples) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def render(results: dict[str, Any]) -> str:
+    parts = []
+    if results["runs"]:
+        parts += [
+            "## Runs",
+            "",
+            "Orchestrated rows run the orchestrator's defaults (saga log in SQLite, WAL, "
+            "synchronous=FULL); direct rows call the participants in sequence with no "
+            "orchestrator and no log. CPU is per saga of the measured window; peak RSS is "
+            "VmHWM of that run's fresh process. errors counts failed calls and sagas that "
+            "ended other than their order asked; check is every saga against the participants.",
+            "",
+            report.runs_table(results["runs"]),
+            "",
+        ]
+    if results.get("comparisons"):
+        parts += ["## Orchestrated / direct", "", report.comparison_table(results["comparisons"])]
+        parts.append("")
+    if "in_flight" in results:
+        result = results["in_flight"]
+        parts += [
+            "## Sagas in flight at once",
+            "",
+            f"Shipping delays CreateShipment by {result.get('shipping_latency_ms', '?')} ms; "
+            "PlaceOrders are sent with a 1 s deadline and return RUNNING (one that misses "
+            "its deadline is resent with the same request_id: 'resent'). The orchestrator "
+            f"runs {result.get('orchestrator_settings', '?')}.",
+            "",
+            report.in_flight_table(result),
+            "",
+        ]
+    for run in results["runs"]:
+        if "profile" in run and "samples" in run["profile"]:
+            parts += [
+                f"## Profile of the orchestrator, c={run['concurrency']} "
+                f"fail={100 * run['failure_rate']:.0f}% (py-spy)",
+                "",
+                profile.markdown(run["profile"]),
+            ]
+    return "\n".join(parts).rstrip() + "\n"

@@ -1,0 +1,223 @@
+"""Fresh minisaga services for one benchmark run, as subprocesses on free loopback ports.
+
+Each service listens on 127.0.0.1:0 (the kernel picks a free port, so there is
+no race with anything else on the machine) and logs the address it got; we
+read it from the log, then wait for SERVING through grpc.health.v1.Health.
+The environment's MINISAGA_* variables are dropped so that every service runs
+its documented defaults plus the flags given here, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from service_kit.health import wait_until_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PRODUCT = "bench"
+STOCK = 1_000_000  # the most one product may hold (service_kit.validation.MAX_QUANTITY)
+PAYMENT_LIMIT = 1_000_000_000_000  # far above any amount the benchmark charges
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+# Calls in flight when the benchmark stops a service are its own; don't wait long for them.
+GRACE_SECONDS = "1"
+
+_SERVING = re.compile(r"serving .* on (\S+:\d+)")
+
+
+class ServiceError(RuntimeError):
+    """A service died or never became SERVING."""
+
+
+@dataclass
+class Service:
+    name: str
+    module: str
+    args: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    address: str = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.args],
+                cwd=self.log_path.parent,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+
+    def wait_address(self, deadline: float) -> str:
+        """Reads the address from the service's log ("serving ... on host:port")."""
+        assert self.process is not None
+        while True:
+            match = _SERVING.search(self.log())
+            if match:
+                self.address = match.group(1)
+                return self.address
+            if self.process.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with status {self.process.returncode} while "
+                    f"starting:\n{self.log()[-4000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{self.name} did not log its address in time")
+            time.sleep(0.02)  # polling the log for a condition, bounded by the deadline
+
+    def wait_serving(self, deadline: float) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            wait_until_serving(channel, "", timeout=max(0.1, deadline - time.monotonic()))
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, deadline: float) -> int | None:
+        """SIGTERM (the service drains for GRACE_SECONDS), SIGKILL if still up at deadline."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINISAGA_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "generated")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me if the benchmark itself dies (Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+@dataclass
+class Cluster:
+    services: dict[str, Service]
+
+    def address(self, name: str) -> str:
+        return self.services[name].address
+
+    def pids(self) -> dict[str, int]:
+        return {name: service.pid for name, service in self.services.items()}
+
+    def check_alive(self) -> None:
+        for service in self.services.values():
+            assert service.process is not None
+            if service.process.poll() is not None:
+                raise ServiceError(
+                    f"{service.name} exited with status {service.process.returncode}:\n"
+                    f"{service.log()[-4000:]}"
+                )
+
+
+def _start_all(services: Sequence[Service], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for service in services:
+        service.start()
+    for service in services:
+        service.wait_address(deadline)
+    for service in services:
+        service.wait_serving(deadline)
+
+
+@contextmanager
+def cluster(
+    workdir: Path,
+    *,
+    orchestrator: bool,
+    shipping_args: Sequence[str] = (),
+    orchestrator_args: Sequence[str] = (),
+    startup_timeout: float = STARTUP_TIMEOUT,
+) -> Iterator[Cluster]:
+    """Payment, Inventory, Shipping (and the orchestrator), fresh, with their files in workdir."""
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def participant(name: str, *extra: str) -> Service:
+        return Service(
+            name,
+            f"{name}_server",
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                str(workdir / f"{name}.db"),
+                "--grace-seconds",
+                GRACE_SECONDS,
+                *extra,
+            ],
+            workdir / f"{name}.log",
+        )
+
+    participants = [
+        participant("payment", "--limit", str(PAYMENT_LIMIT)),
+        participant("inventory", "--stock", f"{PRODUCT}={STOCK}"),
+        participant("shipping", *shipping_args),
+    ]
+    started: list[Service] = list(participants)
+    try:
+        _start_all(participants, startup_timeout)
+        services = {s.name: s for s in participants}
+        if orchestrator:
+            service = Service(
+                "orchestrator",
+                "orchestrator_server",
+                [
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--db",
+                    str(workdir / "orchestrator.db"),
+                    "--payment",
+                    services["payment"].address,
+                    "--inventory",
+                    services["inventory"].address,
+                    "--shipping",
+                    services["shipping"].address,
+                    "--grace-seconds",
+                    GRACE_SECONDS,
+                    *orchestrator_args,
+                ],
+                workdir / "orchestrator.log",
+            )
+            started.insert(0, service)
+            _start_all([service], startup_timeout)
+            services = {"orchestrator": service, **services}
+        yield Cluster(services)
+    finally:
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for service in started:  # the orchestrator first: it calls the others
+            if service.process is not None and service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        for service in started:
+            service.stop(deadline)

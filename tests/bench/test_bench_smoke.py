@@ -1,0 +1,64 @@
+"""`python -m bench --quick` (the smoke run of `make bench`) as a real process tree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| mode | conc | fail | sagas | sagas/s | p50 ms | p95 ms | p99 ms" in done.stdout
+    assert "## Orchestrated / direct" in done.stdout
+    assert "## Sagas in flight at once" in done.stdout
+
+    results = json.loads(output.read_text())
+    assert results["passed"] is True
+    assert results["problems"] == []
+    assert results["machine"]["nproc"] >= 1
+    runs = results["runs"]
+    assert {(r["mode"], r["concurrency"], r["failure_rate"]) for r in runs} == {
+        (mode, concurrency, rate)
+        for mode in ("direct", "orchestrated")
+        for concurrency in (1, 16)
+        for rate in (0.0, 0.2)
+    }
+    for run in runs:
+        assert run["sagas"] > 0, run
+        assert run["errors"] == 0, run["error_samples"]
+        assert run["unexpected_outcomes"] == 0, run["error_samples"]
+        check = run["check"]
+        assert check["passed"] is True, check
+        assert check["disagreements"] == 0 and check["errors"] == 0
+        # Every saga of the run was checked: the measured ones and the warm-up.
+        assert check["sagas"] == run["sagas"] + run["warmup_sagas"]
+        assert run["latency_ms"]["p50"] <= run["latency_ms"]["p99"]
+        for server in ("payment", "inventory", "shipping"):
+            assert run["cpu_seconds_per_saga"][server] > 0
+            assert run["memory_bytes"][server]["peak_rss"] > 0
+        if run["mode"] == "orchestrated":
+            assert run["cpu_seconds_per_saga"]["orchestrator"] > 0
+        if run["failure_rate"] > 0:  # compensation ran, and the participants agree
+            assert check["seen"].get("PAYMENT_STATUS_REFUNDED", 0) > 0
+    assert len(results["comparisons"]) == 4
+    in_flight = results["in_flight"]
+    assert in_flight["passed"] is True, in_flight
+    assert in_flight["in_flight"] == in_flight["count"] == 200
+    assert in_flight["rss_in_flight_bytes"] >= in_flight["rss_before_bytes"] > 0
