@@ -122,15 +122,21 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
     service = OrchestratorService(
         engine, definition, inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
     )
+    try:  # listen first: a port in use must not leave recovered sagas claimed by nobody
+        server = await start_server(
+            lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(service, s),
+            [SERVICE],
+            config.listen,
+            max_message_bytes=config.max_message_bytes,
+        )
+    except BaseException:
+        for channel in channels.values():
+            await channel.close(None)
+        await store.close()
+        raise
     await engine.recover()
     engine.start_maintenance(
         renew_every=config.lease_renew_every.total_seconds(),
         recover_every=config.recover_every.total_seconds(),
-    )
-    server = await start_server(
-        lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(service, s),
-        [SERVICE],
-        config.listen,
-        max_message_bytes=config.max_message_bytes,
     )
     return Orchestrator(server, engine, store, channels)

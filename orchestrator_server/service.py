@@ -15,8 +15,12 @@ from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 
 from orchestrator_server.saga.definition import SagaDefinition
 from orchestrator_server.saga.engine import SagaEngine
-from orchestrator_server.saga.sqlite_store import BadPageToken
-from orchestrator_server.saga.store import IdempotencyConflict, SagaRecord, SagaStatus
+from orchestrator_server.saga.store import (
+    BadPageToken,
+    IdempotencyConflict,
+    SagaRecord,
+    SagaStatus,
+)
 from orchestrator_server.views import (
     order_view,
     saga_events,

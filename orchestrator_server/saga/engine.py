@@ -432,9 +432,10 @@ class SagaEngine:
         attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())
         await self._write(record, finished=unsaved, begun=attempt)
         self._checkpoint(f"{phase.value}-attempt-recorded")
-        if not self.store.holds_lease(record.saga_id):  # we were paused past our lease
+        lease_left = self.store.lease_left(record.saga_id)
+        if lease_left <= 0:  # we were paused past our lease: another replica may own it
             raise LeaseLost(f"saga {record.saga_id}: lease ran out before {attempt.method}")
-        timeout = invocation.retry.attempt_timeout.total_seconds()
+        timeout = min(invocation.retry.attempt_timeout.total_seconds(), lease_left)
         if phase is Phase.ACTION:
             timeout = max(0.001, min(timeout, (record.deadline_ms - now_ms()) / 1000))
         try:

@@ -16,7 +16,7 @@ Ownership, and why a former owner can never act again:
   LeaseLost is raised and the transaction writes nothing. Because an attempt
   is written ahead of its RPC, a fenced-out owner never records, and so never
   sends, another attempt.
-- `holds_lease` is the check right before an RPC is sent, by this process's
+- `lease_left` is the check right before an RPC is sent, by this process's
   own monotonic clock: the lease was last extended no earlier than when that
   statement was sent, so it surely lasts until then + TTL; a safety margin
   (a third of the TTL by default) covers clock rate drift and the RPC itself.
@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from orchestrator_server.saga.sqlite_store import _decode_token, _encode_token
 from orchestrator_server.saga.store import (
     AttemptRecord,
     Cause,
@@ -54,6 +53,8 @@ from orchestrator_server.saga.store import (
     SagaRecord,
     SagaStatus,
     StatusChange,
+    decode_page_token,
+    encode_page_token,
 )
 
 if TYPE_CHECKING:  # asyncpg-stubs types it as generic; at run time it is not
@@ -314,9 +315,12 @@ class PostgresSagaStore:
         cancels = frozenset(str(row["saga_id"]) for row in rows if row["cancel_requested"])
         return Renewal(lost=frozenset(lost), cancel_requested=cancels)
 
-    def holds_lease(self, saga_id: str) -> bool:
+    def lease_left(self, saga_id: str) -> float:
         lease = self._leases.get(saga_id)
-        return lease is not None and time.monotonic() < lease.valid_until
+        return 0.0 if lease is None else max(0.0, lease.valid_until - time.monotonic())
+
+    def holds_lease(self, saga_id: str) -> bool:
+        return self.lease_left(saga_id) > 0
 
     async def claimable(self) -> list[str]:
         """Sagas not yet ended that this replica may claim: their lease is free,
@@ -448,7 +452,7 @@ class PostgresSagaStore:
 
     # Last in the class: inside it, `list` names this method, not the builtin.
     async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page:
-        after = _decode_token(page_token)
+        after = decode_page_token(page_token)
         where: list[str] = []
         params: list[object] = []
         if status is not None:
@@ -468,7 +472,7 @@ class PostgresSagaStore:
         token = ""
         if len(rows) > page_size:
             last = records[-1]
-            token = _encode_token(last.created_at_ms, last.saga_id)
+            token = encode_page_token(last.created_at_ms, last.saga_id)
         return Page(records, token)
 
 

@@ -10,8 +10,7 @@ Schema (three small tables):
 
 from __future__ import annotations
 
-import base64
-import json
+import math
 import sqlite3
 from collections.abc import Collection
 from pathlib import Path
@@ -27,6 +26,8 @@ from orchestrator_server.saga.store import (
     SagaRecord,
     SagaStatus,
     StatusChange,
+    decode_page_token,
+    encode_page_token,
 )
 from service_kit.database import Database, Synchronous
 
@@ -204,8 +205,8 @@ class SqliteSagaStore:
     async def renew(self, saga_ids: Collection[str]) -> Renewal:
         return Renewal()
 
-    def holds_lease(self, saga_id: str) -> bool:
-        return True
+    def lease_left(self, saga_id: str) -> float:
+        return math.inf
 
     async def claimable(self) -> list[str]:
         def unfinished(conn: sqlite3.Connection) -> list[str]:
@@ -234,7 +235,7 @@ class SqliteSagaStore:
         return await self.db.run(close)
 
     async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page:
-        after = _decode_token(page_token)
+        after = decode_page_token(page_token)
 
         def page(conn: sqlite3.Connection) -> Page:
             where: list[str] = []
@@ -254,7 +255,7 @@ class SqliteSagaStore:
             token = ""
             if len(rows) > page_size:
                 last = records[-1]
-                token = _encode_token(last.created_at_ms, last.saga_id)
+                token = encode_page_token(last.created_at_ms, last.saga_id)
             return Page(records, token)
 
         return await self.db.run(page)
@@ -281,24 +282,6 @@ def _change_status(conn: sqlite3.Connection, saga_id: str, change: StatusChange)
             for f in change.failures
         ],
     )
-
-
-class BadPageToken(ValueError):
-    pass
-
-
-def _encode_token(created_at_ms: int, saga_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at_ms, saga_id]).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[int, str] | None:
-    if not token:
-        return None
-    try:
-        created_at_ms, saga_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(created_at_ms), str(saga_id)
-    except (ValueError, TypeError) as error:
-        raise BadPageToken(f"page_token {token!r} is not one this server gave out") from error
 
 
 def _load_where(conn: sqlite3.Connection, where: str, params: tuple[str, ...]) -> SagaRecord | None:

@@ -8,7 +8,9 @@ column is kept alongside so that listing and recovery need no replay.
 
 from __future__ import annotations
 
+import base64
 import enum
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -112,6 +114,25 @@ class Renewal:
     """Sagas an operator asked, through any replica, to cancel."""
 
 
+class BadPageToken(ValueError):
+    """A page_token this server did not give out."""
+
+
+def encode_page_token(created_at_ms: int, saga_id: str) -> str:
+    """Keyset pagination: the position after the last saga of a page."""
+    return base64.urlsafe_b64encode(json.dumps([created_at_ms, saga_id]).encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[int, str] | None:
+    if not token:
+        return None
+    try:
+        created_at_ms, saga_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(created_at_ms), str(saga_id)
+    except (ValueError, TypeError) as error:
+        raise BadPageToken(f"page_token {token!r} is not one this server gave out") from error
+
+
 class IdempotencyConflict(Exception):
     """A request_id was used before with a different input."""
 
@@ -156,9 +177,11 @@ class SagaStore(Protocol):
         """Extends the leases of the sagas this replica drives."""
         ...
 
-    def holds_lease(self, saga_id: str) -> bool:
-        """Whether, by this process's own clock, its lease surely has not run
-        out. Checked right before each RPC is sent."""
+    def lease_left(self, saga_id: str) -> float:
+        """Seconds this replica may still act on the saga, by its own clock
+        (0 when it holds no lease; infinity for a one-replica store). Checked
+        right before each RPC, whose deadline it also caps, so no call of a
+        former owner is still in flight once another replica may claim the saga."""
         ...
 
     async def claimable(self) -> list[str]:
