@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-from pathlib import Path
 
 from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
@@ -16,11 +14,11 @@ from inventory_server.service import (
     parse_stock,
     seed_stock,
 )
-from service_kit.call_log import add_call_log_flag, open_call_log
+from service_kit.call_log import add_call_log_flag
 from service_kit.database import Database
-from service_kit.faults import add_fault_flags, faults_from_flags
+from service_kit.faults import add_fault_flags
 from service_kit.flags import add_server_flags, env_default
-from service_kit.server import configure_logging, serve_until_signalled, start_server
+from service_kit.participant import run, serve_participant
 
 SERVICE = inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name
 ENV_PREFIX = "MINISAGA_INVENTORY"
@@ -64,34 +62,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    db = await Database(args.db, schema=SCHEMA).open()
-    call_log = open_call_log(args.call_log)
-    try:
-        service = InventoryService(db, faults=faults_from_flags(args))
+    async def seed(db: Database) -> None:
         created = await seed_stock(db, args.stock)
         if created:
             log.info("seeded stock of %s", ", ".join(created))
-        running = await start_server(
-            lambda server: inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
-                service, server
-            ),
-            [SERVICE],
-            args.listen,
-            max_message_bytes=args.max_message_bytes,
-            interceptors=[call_log] if call_log else (),
-        )
-        await serve_until_signalled(running, grace=args.grace_seconds)
-    finally:
-        if call_log:
-            call_log.close()
-        await db.close()
+
+    await serve_participant(
+        args,
+        schema=SCHEMA,
+        service_name=SERVICE,
+        build=lambda db, faults: InventoryService(db, faults=faults),
+        register=inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
+        prepare=seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    configure_logging(args.log_level)
-    asyncio.run(serve(args))
+    run(parse_args(argv), serve)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-from pathlib import Path
 
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from payment_server.service import DEFAULT_LIMIT, SCHEMA, PaymentService
-from service_kit.call_log import add_call_log_flag, open_call_log
-from service_kit.database import Database
-from service_kit.faults import add_fault_flags, faults_from_flags
+from service_kit.call_log import add_call_log_flag
+from service_kit.faults import add_fault_flags
 from service_kit.flags import add_server_flags, env_default
-from service_kit.server import configure_logging, serve_until_signalled, start_server
+from service_kit.participant import run, serve_participant
 
 SERVICE = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
 
@@ -29,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--limit",
         type=int,
-        default=int(env_default("MINISAGA_PAYMENT_LIMIT", str(DEFAULT_LIMIT))),
+        default=env_default("MINISAGA_PAYMENT_LIMIT", str(DEFAULT_LIMIT)),
         help="charges above this amount are declined with PAYMENT_DECLINED "
         "(minor units; default %(default)s)",
     )
@@ -39,29 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    db = await Database(args.db, schema=SCHEMA).open()
-    call_log = open_call_log(args.call_log)
-    try:
-        service = PaymentService(db, limit=args.limit, faults=faults_from_flags(args))
-        running = await start_server(
-            lambda server: payment_pb2_grpc.add_PaymentServiceServicer_to_server(service, server),
-            [SERVICE],
-            args.listen,
-            max_message_bytes=args.max_message_bytes,
-            interceptors=[call_log] if call_log else (),
-        )
-        await serve_until_signalled(running, grace=args.grace_seconds)
-    finally:
-        if call_log:
-            call_log.close()
-        await db.close()
+    await serve_participant(
+        args,
+        schema=SCHEMA,
+        service_name=SERVICE,
+        build=lambda db, faults: PaymentService(db, limit=args.limit, faults=faults),
+        register=payment_pb2_grpc.add_PaymentServiceServicer_to_server,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    configure_logging(args.log_level)
-    asyncio.run(serve(args))
+    run(parse_args(argv), serve)
 
 
 if __name__ == "__main__":
