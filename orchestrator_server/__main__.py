@@ -12,6 +12,7 @@ from pathlib import Path
 
 from orchestrator_server.app import OrchestratorConfig, is_postgres, start
 from orchestrator_server.saga.retry import RetryPolicy
+from orchestrator_server.saga.sqlite_store import StoreInUse
 from service_kit.flags import add_server_flags, env_default
 from service_kit.server import configure_logging, serve_until_signalled
 
@@ -176,7 +177,10 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    orchestrator = await start(config_from_args(args))
+    try:
+        orchestrator = await start(config_from_args(args))
+    except StoreInUse as error:
+        raise SystemExit(f"python -m orchestrator_server: {error}") from error
     try:
         await serve_until_signalled(orchestrator.server, grace=args.grace_seconds)
     finally:

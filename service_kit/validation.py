@@ -86,8 +86,10 @@ def check_id(name: str, value: str, *, required: bool = True) -> FieldViolation 
 
 
 def check_text(name: str, value: str, *, required: bool = True) -> FieldViolation | None:
-    if not value.strip():
+    if not value:
         return FieldViolation(name, "must not be empty") if required else None
+    if not value.strip():
+        return FieldViolation(name, "must not be blank")
     if len(value) > MAX_TEXT_LENGTH:
         return FieldViolation(name, f"must be at most {MAX_TEXT_LENGTH} characters")
     return None

@@ -34,6 +34,7 @@ from orchestrator_server.saga.store import (
     CompensationFailure,
     LeaseLost,
     Phase,
+    Renewal,
     SagaRecord,
     SagaStatus,
     SagaStore,
@@ -47,6 +48,8 @@ CANCELLED_BY_OPERATOR = "cancelled by an operator (CancelSaga)"
 # Cause reasons when no participant refused: the saga itself stopped going forward.
 SAGA_CANCELLED = "SAGA_CANCELLED"
 SAGA_DEADLINE_EXCEEDED = "SAGA_DEADLINE_EXCEEDED"
+# The code of a compensation failure for a step that has no compensation.
+NO_COMPENSATION = "NO_COMPENSATION"
 
 
 class ChangeFeed:
@@ -122,9 +125,16 @@ class SagaEngine:
             updated_at_ms=now,
             deadline_ms=now + int(definition.deadline.total_seconds() * 1000),
         )
+        # Shielded: once the row is committed, the saga must be driven even if
+        # our caller gives up meanwhile (its deadline, say).
+        return await asyncio.shield(self._create_and_drive(record))
+
+    async def _create_and_drive(self, record: SagaRecord) -> tuple[SagaRecord, bool]:
         record, created = await self.store.create(record)
         if created:
             self.drive(record.saga_id, record)
+        elif not record.status.terminal:
+            self.drive(record.saga_id)  # a no-op if it runs here; claims it if nobody does
         return record, created
 
     def drive(
@@ -135,7 +145,7 @@ class SagaEngine:
         `record`, when the caller has just written it, saves reading it back.
         """
         task = self._tasks.get(saga_id)
-        if task is None:
+        if task is None or task.done():  # a finished task drives nothing any more
             task = asyncio.create_task(self._run(saga_id, record), name=f"saga:{saga_id}")
             self._tasks[saga_id] = task
             task.add_done_callback(lambda t: self._finished(saga_id, t))
@@ -170,7 +180,7 @@ class SagaEngine:
                 renewal = await self.store.renew(list(self._tasks))
             except Exception:
                 log.exception("renewing leases failed; trying again in %.1fs", renew_every)
-                continue
+                renewal = Renewal()
             for saga_id in renewal.lost:
                 task = self._tasks.get(saga_id)
                 if task is not None:
@@ -250,9 +260,10 @@ class SagaEngine:
     # --- driving one saga -------------------------------------------------
 
     def _finished(self, saga_id: str, task: asyncio.Task[SagaRecord | None]) -> None:
-        self._tasks.pop(saga_id, None)
-        self._live.pop(saga_id, None)
-        self._cancels.pop(saga_id, None)
+        if self._tasks.get(saga_id) is task:  # not a newer run of the same saga
+            del self._tasks[saga_id]
+            self._live.pop(saga_id, None)
+            self._cancels.pop(saga_id, None)
         if task.cancelled():
             return
         if isinstance(task.exception(), LeaseLost):
@@ -287,11 +298,10 @@ class SagaEngine:
         if record.cancel_requested:
             self._cancel_event(saga_id).set()
         if record.status is SagaStatus.RUNNING:
-            outcome = await self._forward(definition, context, record)
-            if isinstance(outcome, AttemptRecord):  # the last step's success
-                await self._change_status(record, SagaStatus.COMPLETED, finished=outcome)
+            cause, last = await self._forward(definition, context, record)
+            if cause is None:
+                await self._change_status(record, SagaStatus.COMPLETED, finished=last)
                 return record
-            cause, last = outcome
             log.info(
                 "saga %s compensating: %s %s %s", saga_id, cause.step, cause.code, cause.message
             )
@@ -301,10 +311,10 @@ class SagaEngine:
 
     async def _forward(
         self, definition: SagaDefinition[Any], context: SagaContext[Any], record: SagaRecord
-    ) -> AttemptRecord | tuple[Cause, AttemptRecord | None]:
-        """Runs the actions in order. Returns the last success, whose outcome the
-        caller writes with the status change; or why to compensate and the attempt
-        whose outcome is still to be written."""
+    ) -> tuple[Cause | None, AttemptRecord | None]:
+        """Runs the actions in order. Returns why to compensate (None when every
+        step succeeded) and the attempt whose outcome is still to be written,
+        which goes with the status change."""
         cancel = self._cancel_event(record.saga_id)
         unsaved: AttemptRecord | None = None  # an OK outcome rides with the next write
         for step in definition.steps:
@@ -338,8 +348,18 @@ class SagaEngine:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cancel.wait(), pause)
-        assert unsaved is not None, "a saga with no steps to run"
-        return unsaved
+        if cancel.is_set():  # asked while the last step ran: honour it, undo everything
+            return (
+                Cause(
+                    "",
+                    grpc.StatusCode.CANCELLED.name,
+                    CANCELLED_BY_OPERATOR,
+                    SAGA_CANCELLED,
+                    now_ms(),
+                ),
+                unsaved,
+            )
+        return None, unsaved
 
     def _stop_cause(
         self, step: Step[Any], record: SagaRecord, cancel: asyncio.Event
@@ -370,9 +390,21 @@ class SagaEngine:
         unsaved: AttemptRecord | None = None
         for step in reversed(definition.steps):
             compensation = step.compensation
-            if compensation is None or record.succeeded(step.name, Phase.COMPENSATION):
+            if record.succeeded(step.name, Phase.COMPENSATION):
                 continue
             if not self._may_have_taken_effect(step, record):
+                continue
+            if compensation is None:  # done, maybe, and nothing can undo it: an operator must
+                failures.append(
+                    CompensationFailure(
+                        step.name,
+                        step.action.rpc.method,
+                        NO_COMPENSATION,
+                        "the step may have taken effect and has no compensation",
+                        0,
+                        now_ms(),
+                    )
+                )
                 continue
             tries = 0
             while True:

@@ -10,10 +10,12 @@ Schema (three small tables):
 
 from __future__ import annotations
 
+import fcntl
 import math
 import sqlite3
 from collections.abc import Collection
 from pathlib import Path
+from typing import IO
 
 from orchestrator_server.saga.store import (
     AttemptRecord,
@@ -85,16 +87,39 @@ CREATE INDEX IF NOT EXISTS compensation_failures_by_saga ON compensation_failure
 _ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
 
 
+class StoreInUse(RuntimeError):
+    """Another orchestrator process already drives the sagas of this file."""
+
+
 class SqliteSagaStore:
+    """The saga log of ONE orchestrator: it holds every lease, so a second
+    process on the same file would drive the same sagas. An exclusive lock on
+    `<db>.lock` (released by the kernel when the process dies) refuses it."""
+
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
         self.db = Database(path, schema=SCHEMA, synchronous=synchronous)
+        self._lock_path = Path(f"{path}.lock")
+        self._lock: IO[bytes] | None = None
 
     async def open(self) -> SqliteSagaStore:
+        self._lock = self._lock_path.open("ab")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise StoreInUse(
+                f"another orchestrator is using {self.db.path}; one process per SQLite saga "
+                "log (run several replicas on PostgreSQL instead)"
+            ) from None
         await self.db.open()
         return self
 
     async def close(self) -> None:
         await self.db.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
 
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
         def create(conn: sqlite3.Connection) -> tuple[SagaRecord, bool]:

@@ -128,7 +128,9 @@ def decode_page_token(token: str) -> tuple[int, str] | None:
         return None
     try:
         created_at_ms, saga_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(created_at_ms), str(saga_id)
+        if not 0 <= int(created_at_ms) < 2**63 or not isinstance(saga_id, str):
+            raise ValueError("out of range")
+        return int(created_at_ms), saga_id
     except (ValueError, TypeError) as error:
         raise BadPageToken(f"page_token {token!r} is not one this server gave out") from error
 

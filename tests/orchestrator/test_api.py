@@ -63,6 +63,7 @@ async def test_a_request_id_reused_for_another_order_is_refused(system: System) 
         ({"product_id": "durian"}, "product_id"),
         ({"request_id": "r" * 65}, "request_id"),
         ({"address": "x" * 501}, "address"),
+        ({"address": "   "}, "address"),
     ],
 )
 async def test_bad_input_is_refused_and_nothing_happens(

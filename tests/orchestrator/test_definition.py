@@ -10,15 +10,25 @@ import pytest
 from minisaga.inventory.v1 import inventory_pb2
 from minisaga.orchestrator.v1 import orchestrator_pb2
 from minisaga.payment.v1 import payment_pb2
+from minisaga.shipping.v1 import shipping_pb2
 from mypy import api as mypy_api
 
 from orchestrator_server.app import OrchestratorConfig, open_store
-from orchestrator_server.order_saga import CHARGE, REFUND, RELEASE, RESERVE, place_order_saga
+from orchestrator_server.order_saga import (
+    CANCEL_SHIPMENT,
+    CHARGE,
+    CREATE_SHIPMENT,
+    REFUND,
+    RELEASE,
+    RESERVE,
+    place_order_saga,
+)
 from orchestrator_server.saga.definition import Rpc, Saga, SagaContext
 from orchestrator_server.saga.engine import SagaEngine
 from orchestrator_server.saga.retry import RetryPolicy
+from orchestrator_server.saga.sqlite_store import SqliteSagaStore
 from orchestrator_server.saga.store import Phase, SagaStatus
-from tests.conftest import start_inventory, start_payment
+from tests.conftest import start_inventory, start_payment, start_shipping
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "typecheck_fixtures"
@@ -180,3 +190,60 @@ async def test_grpc_codes_are_classified_once() -> None:
     assert not Outcome.REJECTED.may_have_taken_effect
     assert Outcome.TRANSIENT.may_have_taken_effect and Outcome.TRANSIENT.retryable
     assert all(DEFAULT_POLICY.classify(code.name) for code in grpc.StatusCode)
+
+
+def ship_failing(order: Hold) -> shipping_pb2.CreateShipmentRequest:
+    return shipping_pb2.CreateShipmentRequest(
+        saga_id=order.saga_id, order_id=order.business_key, address="x", fail=True
+    )
+
+
+def cancel_ship(order: Hold) -> shipping_pb2.CancelShipmentRequest:
+    return shipping_pb2.CancelShipmentRequest(saga_id=order.saga_id)
+
+
+# "pay" has no compensation, yet a later step fails: nothing can undo the charge.
+PAY_NO_UNDO = (
+    Saga("pay_no_undo", orchestrator_pb2.Order, action_retry=FAST, compensation_retry=FAST)
+    .step("hold")
+    .invoke(RESERVE, hold)
+    .with_compensation(RELEASE, unhold)
+    .step("pay")
+    .invoke(CHARGE, pay)
+    .step("ship")
+    .invoke(CREATE_SHIPMENT, ship_failing)
+    .with_compensation(CANCEL_SHIPMENT, cancel_ship)
+    .build()
+)
+
+
+async def test_a_step_with_no_compensation_that_took_effect_fails_the_saga(
+    tmp_path: Path,
+) -> None:
+    payment = await start_payment(tmp_path / "p.db")
+    inventory = await start_inventory(tmp_path / "i.db", {"pear": 10})
+    shipping = await start_shipping(tmp_path / "s.db")
+    log = await SqliteSagaStore(tmp_path / "log.db").open()
+    channels = {
+        "payment": payment.channel,
+        "inventory": inventory.channel,
+        "shipping": shipping.channel,
+    }
+    engine = SagaEngine(log, channels, [PAY_NO_UNDO])
+    try:
+        saga, _ = await engine.start(
+            PAY_NO_UNDO,
+            orchestrator_pb2.Order(product_id="pear", quantity=1, amount=10),
+            business_key="ord_c",
+        )
+        ended = await engine.wait(saga.saga_id, timeout=30)
+
+        assert ended is not None and ended.status is SagaStatus.FAILED
+        [failure] = ended.failures
+        assert (failure.step, failure.code) == ("pay", "NO_COMPENSATION")
+        assert ended.succeeded("hold", Phase.COMPENSATION)  # the rest is still undone
+    finally:
+        await engine.close()
+        await log.close()
+        for server in (payment, inventory, shipping):
+            await server.stop()

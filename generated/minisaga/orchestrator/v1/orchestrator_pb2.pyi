@@ -389,7 +389,9 @@ class CompensationCause(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
     step: _builtins.str
-    """The failing step; for a cancel or a passed deadline, the step that was next."""
+    """The failing step; for a cancel or a passed deadline, the step that was next
+    (empty for a cancel that arrived while the last step ran).
+    """
     code: _builtins.str
     """gRPC status code name of the step's last attempt; "CANCELLED" for a cancel,
     "DEADLINE_EXCEEDED" for the saga's deadline.
@@ -434,7 +436,9 @@ class CompensationFailure(_message.Message):
     """The step whose compensation failed, such as "charge" (its Refund)."""
     method: _builtins.str
     code: _builtins.str
-    """gRPC status code name of the last attempt."""
+    """gRPC status code name of the last attempt; "NO_COMPENSATION" for a step
+    that may have taken effect and has no compensation to undo it.
+    """
     message: _builtins.str
     attempts: _builtins.int
     @_builtins.property

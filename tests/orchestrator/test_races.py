@@ -1,0 +1,119 @@
+"""Races and edges a review found: each test failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
+
+from orchestrator_server.app import start
+from orchestrator_server.saga.sqlite_store import StoreInUse
+from orchestrator_server.saga.store import SagaRecord
+from tests.harness import wait_until
+from tests.orchestrator.conftest import STOCK, System, start_system, timeline
+
+
+async def _status(system: System, saga_id: str) -> int:
+    return (await system.saga(saga_id)).status
+
+
+async def test_a_saga_recorded_as_its_caller_gives_up_is_still_driven(system: System) -> None:
+    store = system.orchestrator.engine.store
+    create = store.create
+
+    async def slow_create(saga: SagaRecord) -> tuple[SagaRecord, bool]:
+        await asyncio.sleep(0.3)  # the commit outlives the caller's deadline
+        return await create(saga)
+
+    store.create = slow_create  # type: ignore[method-assign]
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await system.place(timeout=0.1, request_id="gave-up")
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    store.create = create  # type: ignore[method-assign]
+
+    # No recovery sweep is due for 10 s: only the fix drives it at once.
+    sagas = await wait_until(lambda: _listed(system), timeout=5)
+    saga_id = sagas[0].saga_id
+    await wait_until(lambda: _is(system, saga_id, pb.SAGA_STATUS_COMPLETED), timeout=5)
+    again = await system.place(request_id="gave-up")
+    assert again.saga_id == saga_id and again.status == pb.SAGA_STATUS_COMPLETED
+
+
+async def _listed(system: System) -> list[pb.Saga]:
+    return list((await system.api.ListSagas(pb.ListSagasRequest())).sagas)
+
+
+async def _is(system: System, saga_id: str, status: int) -> bool:
+    return await _status(system, saga_id) == status
+
+
+async def test_a_finished_runner_does_not_swallow_a_resume(system: System) -> None:
+    system.payment.faults.error_rate = 1.0
+    system.payment.faults.methods = frozenset({"Refund"})
+    placed = await system.place(fail_inventory=True)
+    assert placed.status == pb.SAGA_STATUS_FAILED
+    system.payment.faults.error_rate = 0.0
+
+    # The moment the review found: the old run is over, its clean-up not yet run.
+    engine = system.orchestrator.engine
+    finished = asyncio.get_running_loop().create_task(asyncio.sleep(0, result=None))
+    await finished
+    engine._tasks[placed.saga_id] = finished
+
+    await system.api.ResumeSaga(pb.ResumeSagaRequest(saga_id=placed.saga_id))
+
+    await wait_until(lambda: _is(system, placed.saga_id, pb.SAGA_STATUS_COMPENSATED), timeout=5)
+
+
+async def test_a_cancel_during_the_last_step_undoes_the_whole_order(system: System) -> None:
+    system.shipping.faults.latency_ms = 300
+    system.shipping.faults.methods = frozenset({"CreateShipment"})
+    placed = await system.place(timeout=0.1)
+    await wait_until(lambda: _shipping(system, placed.saga_id), timeout=5)
+
+    cancelled = await system.api.CancelSaga(pb.CancelSagaRequest(saga_id=placed.saga_id))
+    assert cancelled.saga.status == pb.SAGA_STATUS_RUNNING
+
+    await wait_until(lambda: _is(system, placed.saga_id, pb.SAGA_STATUS_COMPENSATED), timeout=5)
+    final = await system.saga(placed.saga_id)
+    assert (final.compensation_cause.step, final.compensation_cause.reason) == (
+        "",
+        "SAGA_CANCELLED",
+    )
+    assert timeline(final) == [
+        "charge OK",
+        "reserve OK",
+        "ship OK",
+        "undo ship OK",
+        "undo reserve OK",
+        "undo charge OK",
+    ]
+    assert await system.available() == (STOCK, 0)
+
+
+async def _shipping(system: System, saga_id: str) -> bool:
+    saga = await system.saga(saga_id)
+    return any(s.step == "ship" and s.attempts for s in saga.steps)
+
+
+async def test_a_page_token_out_of_range_is_invalid(system: System) -> None:
+    token = base64.urlsafe_b64encode(json.dumps([10**30, "x"]).encode()).decode()
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await system.api.ListSagas(pb.ListSagasRequest(page_token=token))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_one_orchestrator_per_sqlite_saga_log(tmp_path: Path) -> None:
+    system = await start_system(tmp_path, "sqlite")
+    try:
+        with pytest.raises(StoreInUse, match="another orchestrator"):
+            await start(system.config)
+    finally:
+        await system.close()
+    second = await start(system.config)  # once the first has stopped, the file is free
+    await second.stop()
