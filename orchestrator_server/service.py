@@ -197,14 +197,9 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 return
             changed = self.engine.changes.event(record.saga_id)
             fresh = await self.engine.store.load(record.saga_id)
-            if (
-                fresh is not None
-                and fresh.updated_at_ms == record.updated_at_ms
-                and (fresh.status == record.status)
-            ):
-                with contextlib.suppress(
-                    TimeoutError
-                ):  # another process may drive the saga: poll as well as listen
+            if fresh is not None and _progress(fresh) == _progress(record):
+                # Nothing new yet. Listen, and poll too: another process may drive it.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), 1.0)
                 fresh = await self.engine.store.load(record.saga_id)
             record = fresh or record
@@ -218,3 +213,9 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def _view(self, record: SagaRecord) -> pb.Saga:
         return saga_view(record, self.engine.definition(record.saga_type))
+
+
+def _progress(record: SagaRecord) -> tuple[object, ...]:
+    """What a watcher has seen of a saga: changes whenever an event is due."""
+    finished = sum(1 for a in record.attempts if a.code is not None)
+    return (record.status, len(record.attempts), finished, len(record.failures), record.ended_at_ms)
