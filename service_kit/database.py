@@ -18,7 +18,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -41,9 +41,18 @@ _STOP = object()
 class Database:
     """An SQLite file in WAL mode, written through one thread with group commit."""
 
-    def __init__(self, path: str | Path, *, schema: str, synchronous: Synchronous = "FULL"):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        schema: str | Sequence[str],
+        synchronous: Synchronous = "FULL",
+    ):
+        """`schema` is the list of migrations, oldest first (a single script is
+        migration 1). The file's `PRAGMA user_version` says how many are applied;
+        the missing ones run at open, each in its own transaction."""
         self.path = str(path)
-        self._schema = schema
+        self._migrations = [schema] if isinstance(schema, str) else list(schema)
         self._synchronous = synchronous
         self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -84,8 +93,20 @@ class Database:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(self._schema)
+        self._migrate(conn)
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        applied = conn.execute("PRAGMA user_version").fetchone()[0]
+        if applied > len(self._migrations):
+            raise RuntimeError(
+                f"{self.path} has schema version {applied}; this code knows only "
+                f"{len(self._migrations)}: run a newer minisaga"
+            )
+        for version, script in enumerate(self._migrations[applied:], start=applied + 1):
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
+            )
 
     def _run(self, ready: asyncio.Future[None]) -> None:
         assert self._loop is not None

@@ -84,6 +84,9 @@ CREATE TABLE IF NOT EXISTS compensation_failures (
 CREATE INDEX IF NOT EXISTS compensation_failures_by_saga ON compensation_failures (saga_id);
 """
 
+# Schema versions, oldest first: a change is a new entry, never an edit.
+MIGRATIONS = (SCHEMA,)
+
 _ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
 
 
@@ -97,7 +100,7 @@ class SqliteSagaStore:
     `<db>.lock` (released by the kernel when the process dies) refuses it."""
 
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
-        self.db = Database(path, schema=SCHEMA, synchronous=synchronous)
+        self.db = Database(path, schema=MIGRATIONS, synchronous=synchronous)
         self._lock_path = Path(f"{path}.lock")
         self._lock: IO[bytes] | None = None
 
