@@ -305,8 +305,12 @@ class SagaEngine:
             log.info(
                 "saga %s compensating: %s %s %s", saga_id, cause.step, cause.code, cause.message
             )
-            await self._change_status(record, SagaStatus.COMPENSATING, cause=cause, finished=last)
-        await self._backward(definition, context, record)
+            # COMPENSATING is recorded with the first undo's attempt (or, with
+            # nothing to undo, straight as the end): one commit fewer per failure.
+            starting = StatusChange(SagaStatus.COMPENSATING, now_ms(), cause)
+            await self._backward(definition, context, record, starting=starting, unsaved=last)
+        else:
+            await self._backward(definition, context, record)
         return record
 
     async def _forward(
@@ -383,11 +387,16 @@ class SagaEngine:
         return None
 
     async def _backward(
-        self, definition: SagaDefinition[Any], context: SagaContext[Any], record: SagaRecord
+        self,
+        definition: SagaDefinition[Any],
+        context: SagaContext[Any],
+        record: SagaRecord,
+        *,
+        starting: StatusChange | None = None,
+        unsaved: AttemptRecord | None = None,
     ) -> None:
         """Compensates, in reverse order, every step that may have taken effect."""
         failures: list[CompensationFailure] = []
-        unsaved: AttemptRecord | None = None
         for step in reversed(definition.steps):
             compensation = step.compensation
             if record.succeeded(step.name, Phase.COMPENSATION):
@@ -410,8 +419,9 @@ class SagaEngine:
             while True:
                 tries += 1
                 attempt = await self._attempt(
-                    context, record, step, Phase.COMPENSATION, compensation, unsaved
+                    context, record, step, Phase.COMPENSATION, compensation, unsaved, starting
                 )
+                starting = None
                 unsaved = attempt
                 assert attempt.code is not None
                 if attempt.code == "OK":
@@ -439,7 +449,8 @@ class SagaEngine:
                     break
                 await asyncio.sleep(compensation.retry.backoff(tries, self._rng))
         status = SagaStatus.FAILED if failures else SagaStatus.COMPENSATED
-        await self._change_status(record, status, failures=failures, finished=unsaved)
+        cause = starting.cause if starting is not None else None  # never got to COMPENSATING
+        await self._change_status(record, status, cause=cause, failures=failures, finished=unsaved)
 
     @staticmethod
     def _may_have_taken_effect(step: Step[Any], record: SagaRecord) -> bool:
@@ -456,13 +467,14 @@ class SagaEngine:
         phase: Phase,
         invocation: Invocation[Any, Any, Any],
         unsaved: AttemptRecord | None,
+        status: StatusChange | None = None,
     ) -> AttemptRecord:
         """One RPC: recorded (with the previous attempt's outcome, if unsaved)
         before it is sent. Its own outcome is returned for the next write."""
         request = invocation.build(context)
         number = len(record.attempts_of(step.name, phase)) + 1
         attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())
-        await self._write(record, finished=unsaved, begun=attempt)
+        await self._write(record, finished=unsaved, begun=attempt, status=status)
         self._checkpoint(f"{phase.value}-attempt-recorded")
         lease_left = self.store.lease_left(record.saga_id)
         if lease_left <= 0:  # we were paused past our lease: another replica may own it
@@ -500,6 +512,14 @@ class SagaEngine:
         await self.store.write(record.saga_id, finished=finished, begun=begun, status=status)
         if finished is not None:
             self._checkpoint("outcome-recorded")
+        if status is not None:
+            self._checkpoint(f"status-recorded-{status.status.value.lower()}")
+            record.status = status.status
+            record.updated_at_ms = status.at_ms
+            record.ended_at_ms = status.at_ms if status.status.terminal else None
+            if status.cause is not None:
+                record.cause = status.cause
+            record.failures.extend(status.failures)
         if begun is not None:
             record.attempts.append(begun)
         self.changes.notify(record.saga_id)
@@ -513,16 +533,8 @@ class SagaEngine:
         failures: list[CompensationFailure] | None = None,
         finished: AttemptRecord | None = None,
     ) -> None:
-        now = now_ms()
-        change = StatusChange(status, now, cause, tuple(failures or ()))
+        change = StatusChange(status, now_ms(), cause, tuple(failures or ()))
         await self._write(record, finished=finished, status=change)
-        self._checkpoint(f"status-recorded-{status.value.lower()}")
-        record.status = status
-        record.updated_at_ms = now
-        record.ended_at_ms = now if status.terminal else None
-        if cause is not None:
-            record.cause = cause
-        record.failures.extend(change.failures)
 
     def _call(self, rpc: Rpc[Any, Any]) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
         call = self._calls.get(rpc.method)
