@@ -30,6 +30,7 @@ from orchestrator_server.saga.store import (
     StatusChange,
 )
 from service_kit.clock import now_ms
+from tests.harness import wait_until
 
 SHORT = timedelta(milliseconds=300)
 LONG = timedelta(seconds=30)
@@ -84,9 +85,17 @@ async def replicas(postgres_url: str) -> AsyncIterator[Replicas]:
         yield Replicas(postgres_url, stack)
 
 
-async def past_expiry(store: PostgresSagaStore) -> None:
-    """Waits out the lease (TTL plus a little, for the database's clock)."""
-    await asyncio.sleep(store.lease_ttl.total_seconds() + 0.1)
+async def past_expiry(store: PostgresSagaStore, saga_id: str) -> None:
+    """Waits until the saga's lease has run out by the database's clock and,
+    so, by this store's own (which trusts a lease for less than its TTL)."""
+
+    async def expired() -> bool:
+        by_database = await store.pool.fetchval(
+            "SELECT lease_expires_at < now() FROM sagas WHERE saga_id = $1", saga_id
+        )
+        return bool(by_database) and not store.holds_lease(saga_id)
+
+    await wait_until(expired, timeout=10 * store.lease_ttl.total_seconds())
 
 
 async def test_a_former_owner_is_fenced_out(replicas: Replicas) -> None:
@@ -103,7 +112,7 @@ async def test_a_former_owner_is_fenced_out(replicas: Replicas) -> None:
     assert a.holds_lease(saga.saga_id)
     await a.write(saga.saga_id, begun=an_attempt(1))
 
-    await past_expiry(a)  # A is paused past its lease...
+    await past_expiry(a, saga.saga_id)  # A is paused past its lease...
     assert not a.holds_lease(saga.saga_id)
     assert await b.claim(saga.saga_id) is not None  # ...and B takes the saga over
     assert b.holds_lease(saga.saga_id)
@@ -157,7 +166,7 @@ async def test_an_expired_lease_nobody_claimed_is_still_ours(replicas: Replicas)
     no one else has claimed the saga (and then it holds the lease again)."""
     a = await replicas.open(lease_ttl=SHORT)
     saga, _ = await a.create(a_saga())
-    await past_expiry(a)
+    await past_expiry(a, saga.saga_id)
     assert not a.holds_lease(saga.saga_id)
 
     await a.write(saga.saga_id, begun=an_attempt(1))
@@ -195,7 +204,7 @@ async def test_renew_extends_reports_losses_and_cancels(replicas: Replicas) -> N
         assert renewal.cancel_requested == {kept.saga_id}
     assert await b.claim(kept.saga_id) is None
 
-    await past_expiry(a)
+    await past_expiry(a, taken.saga_id)
     assert await b.claim(taken.saga_id) is not None
     renewal = await a.renew([kept.saga_id, taken.saga_id])
     assert renewal.lost == {taken.saga_id}
