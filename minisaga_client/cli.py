@@ -251,34 +251,22 @@ def saga_cancel(cmd: Command) -> int:
     return _follow(cmd, cmd.client.cancel_saga(cmd.args.saga_id), "cancel requested")
 
 
-def stock_set(cmd: Command) -> int:
-    stock = cmd.client.set_stock(cmd.args.product_id, cmd.args.quantity)
-    cmd.show(stock, lambda: record(stock, cmd.style))
-    return EXIT_OK
+def _show_record(fetch: Callable[[Command], Message]) -> Callable[[Command], int]:
+    """A read command: fetch one record, show it (as JSON with --json)."""
+
+    def run(cmd: Command) -> int:
+        item = fetch(cmd)
+        cmd.show(item, lambda: record(item, cmd.style))
+        return EXIT_OK
+
+    return run
 
 
-def stock_get(cmd: Command) -> int:
-    stock = cmd.client.get_stock(cmd.args.product_id)
-    cmd.show(stock, lambda: record(stock, cmd.style))
-    return EXIT_OK
-
-
-def payment_get(cmd: Command) -> int:
-    payment = cmd.client.get_payment(cmd.args.saga_id)
-    cmd.show(payment, lambda: record(payment, cmd.style))
-    return EXIT_OK
-
-
-def reservation_get(cmd: Command) -> int:
-    reservation = cmd.client.get_reservation(cmd.args.saga_id)
-    cmd.show(reservation, lambda: record(reservation, cmd.style))
-    return EXIT_OK
-
-
-def shipment_get(cmd: Command) -> int:
-    shipment = cmd.client.get_shipment(cmd.args.saga_id)
-    cmd.show(shipment, lambda: record(shipment, cmd.style))
-    return EXIT_OK
+stock_set = _show_record(lambda cmd: cmd.client.set_stock(cmd.args.product_id, cmd.args.quantity))
+stock_get = _show_record(lambda cmd: cmd.client.get_stock(cmd.args.product_id))
+payment_get = _show_record(lambda cmd: cmd.client.get_payment(cmd.args.saga_id))
+reservation_get = _show_record(lambda cmd: cmd.client.get_reservation(cmd.args.saga_id))
+shipment_get = _show_record(lambda cmd: cmd.client.get_shipment(cmd.args.saga_id))
 
 
 def graph(cmd: Command) -> int:
@@ -555,14 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
         "product_id"
     )
 
-    for name, run, text in (
+    for name, handler, text in (
         ("payment", payment_get, "a saga's payment (Payment)"),
         ("reservation", reservation_get, "a saga's reservation (Inventory)"),
         ("shipment", shipment_get, "a saga's shipment (Shipping)"),
     ):
         group = commands.add_parser(name, help=text)
         subs = group.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
-        add(subs, "get", run, text).add_argument("saga_id")
+        add(subs, "get", handler, text).add_argument("saga_id")
 
     drawing = add(
         commands,
