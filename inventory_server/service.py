@@ -1,6 +1,6 @@
 """InventoryService: holds stock per product and reserves it for sagas.
 
-The rules of DESIGN.md §3: idempotent by saga_id, empty compensations leave a
+The rules of docs/design.md §3: idempotent by saga_id, empty compensations leave a
 tombstone that refuses a late Reserve, and a rejection commits nothing. Every
 check and write of a Reserve runs in one database job on the single writer
 thread, so two concurrent Reserves can never both take the last unit.

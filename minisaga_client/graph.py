@@ -2,7 +2,7 @@
 
 One node per step's action and per step's compensation. Solid edges are the
 way forward (action OK -> next action) and the reverse compensation path;
-dotted edges are failures, as the engine handles them (DESIGN.md §4):
+dotted edges are failures, as the engine handles them (docs/design.md §4):
 
 - a *rejected* action (or a cancel, or the saga's deadline) did nothing, so
   compensation starts at the step before it;

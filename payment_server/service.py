@@ -1,6 +1,6 @@
 """PaymentService: takes money for an order and gives it back on compensation.
 
-The rules of DESIGN.md §3: idempotent by saga_id, empty compensations leave a
+The rules of docs/design.md §3: idempotent by saga_id, empty compensations leave a
 tombstone that refuses a late Charge, and a rejection commits nothing.
 """
 

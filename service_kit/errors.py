@@ -17,7 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-# ErrorInfo reasons (DESIGN.md §2), one place for their spelling.
+# ErrorInfo reasons (docs/design.md §2), one place for their spelling.
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
 PAYMENT_DECLINED = "PAYMENT_DECLINED"

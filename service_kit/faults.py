@@ -1,6 +1,6 @@
 """Fault injection for participants: failures a request switch cannot show.
 
-Set by flags (DESIGN.md §3.6): an error rate with a chosen code, the first N
+Set by flags (docs/design.md §3.6): an error rate with a chosen code, the first N
 calls of each saga failing, added latency, and "commit, then answer
 UNAVAILABLE" — the in-doubt case where the work is done but the caller
 never hears so. Tests may change a running server's `FaultConfig` in place.

@@ -1,4 +1,4 @@
-"""Input rules shared by the services (DESIGN.md §6).
+"""Input rules shared by the services (docs/design.md §6).
 
 Each check returns a FieldViolation or None; a handler collects them and
 raises one INVALID_ARGUMENT naming every bad field, before touching storage.

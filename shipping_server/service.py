@@ -1,6 +1,6 @@
 """ShippingService: books a delivery for an order and cancels it on compensation.
 
-The rules of DESIGN.md §3: idempotent by saga_id, empty compensations leave a
+The rules of docs/design.md §3: idempotent by saga_id, empty compensations leave a
 tombstone that refuses a late CreateShipment, and a rejection commits nothing.
 """
 

@@ -1,4 +1,4 @@
-"""What a participant's gRPC status means for the saga (DESIGN.md §4).
+"""What a participant's gRPC status means for the saga (docs/design.md §4).
 
 This module is the one place the status-code policy lives; the engine only
 asks `StatusPolicy.classify` and the properties of `Outcome`.
@@ -75,7 +75,7 @@ class StatusPolicy:
         return self.overrides.get(status, DEFAULT_CLASSES.get(status, Outcome.IN_DOUBT))
 
     def compensation_retryable(self, code: str) -> bool:
-        """A compensation is retried on any status but OK (DESIGN.md §4)."""
+        """A compensation is retried on any status but OK (docs/design.md §4)."""
         return code != StatusCode.OK.name
 
 

@@ -142,7 +142,7 @@ async def test_in_doubt_steps_are_undone_when_the_deadline_passes_while_down(
 ) -> None:
     """Killed mid-RPC, and down until every unfinished saga's deadline has passed: the
     restart goes no further forward and compensates, including each step whose outcome
-    was never recorded (its RPC may have taken effect; DESIGN.md §4)."""
+    was never recorded (its RPC may have taken effect; docs/design.md §4)."""
     scenario.saga_deadline_seconds = 2.0
     scenario.deadline_passes = True
     crash = await scenario.crash_round("action-rpc-returned:30")

@@ -1,6 +1,6 @@
 """One interface over the three participants.
 
-The rules every participant obeys (DESIGN.md §3) are written once as tests
+The rules every participant obeys (docs/design.md §3) are written once as tests
 against `Driver` and run for Payment, Inventory and Shipping alike. A driver
 talks real gRPC to an in-process server; `snapshot()` reads the server's own
 SQLite file, so "nothing written" is checked on the tables themselves.

@@ -1,4 +1,4 @@
-"""The rules every participant obeys (DESIGN.md §3, §6), run for each of the three."""
+"""The rules every participant obeys (docs/design.md §3, §6), run for each of the three."""
 
 from __future__ import annotations
 

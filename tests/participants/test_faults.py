@@ -1,4 +1,4 @@
-"""Fault injection (DESIGN.md §3.6) on an in-process server, for each participant.
+"""Fault injection (docs/design.md §3.6) on an in-process server, for each participant.
 
 The tests change the running server's FaultConfig in place.
 """
