@@ -20,6 +20,33 @@ from service_kit.errors import INJECTED_FAILURE, ServiceError
 from service_kit.flags import env_default
 
 
+class Park:
+    """Holds every call to one method until `release()`; counts who is held."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.saga_ids: list[str] = []
+        """The saga of each call that arrived, parked or not, in arrival order."""
+        self._released = asyncio.Event()
+        self._arrived = asyncio.Event()
+
+    async def hold(self, saga_id: str) -> None:
+        self.saga_ids.append(saga_id)
+        self._arrived.set()
+        await self._released.wait()
+
+    async def reached(self, calls: int = 1) -> list[str]:
+        """Waits until `calls` calls have arrived; returns their sagas."""
+        while len(self.saga_ids) < calls:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.saga_ids[:calls]
+
+    def release(self) -> None:
+        """Lets the held calls and every later one through."""
+        self._released.set()
+
+
 @dataclass
 class FaultConfig:
     error_rate: float = 0.0
@@ -35,12 +62,21 @@ class FaultConfig:
     methods: frozenset[str] = frozenset()
     """Method names the faults apply to (such as "Charge"); empty means all."""
     _calls: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
+    _parks: dict[str, Park] = field(default_factory=dict, repr=False)
+
+    def park(self, method: str) -> Park:
+        """From now on, calls to `method` wait until the returned Park is released."""
+        self._parks[method] = Park(method)
+        return self._parks[method]
 
     def applies_to(self, method: str) -> bool:
         return not self.methods or method in self.methods
 
     async def before(self, method: str, saga_id: str) -> None:
-        """Called first in a handler: latency, then an injected error."""
+        """Called first in a handler: a park, latency, then an injected error."""
+        park = self._parks.get(method)
+        if park is not None:
+            await park.hold(saga_id)
         if not self.applies_to(method):
             return
         if self.latency_ms > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -9,6 +10,7 @@ import grpc
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 
 from tests.client.conftest import Cli
+from tests.harness import wait_until
 from tests.orchestrator.conftest import STOCK, System
 
 ORDER = ["place-order", "--product-id", "apple", "--quantity", "2", "--amount", "1200"]
@@ -102,15 +104,18 @@ async def test_find_a_failed_saga_read_it_and_resume_it(system: System, cli: Cli
 
 
 async def test_cancel_a_running_saga(system: System, cli: Cli) -> None:
-    system.inventory.faults.latency_ms = 300  # Reserve is slow: the cancel lands meanwhile
-    system.inventory.faults.methods = frozenset({"Reserve"})
-    placed = await cli(*ORDER, "--timeout", "0.1")
+    reserve = system.inventory.faults.park("Reserve")  # the cancel lands during Reserve
+    # The saga waits in Reserve: the orchestrator answers before the deadline, saga RUNNING.
+    placed = await cli(*ORDER, "--timeout", "3")
     assert placed.code == 0
     assert placed.out.splitlines()[1].startswith("RUNNING")
     assert "the saga goes on. Follow it: minisaga saga watch" in placed.out
     saga_id = saga_id_of(placed.out)
 
-    cancelled = await cli("saga", "cancel", saga_id, "--wait")
+    cancelling = asyncio.create_task(cli("saga", "cancel", saga_id, "--wait"))
+    await wait_until(lambda: _cancel_seen(system, saga_id))
+    reserve.release()
+    cancelled = await cancelling
 
     assert cancelled.code == 0
     assert cancelled.out.splitlines()[1] == (
@@ -130,11 +135,14 @@ async def test_cancel_a_running_saga(system: System, cli: Cli) -> None:
 
 
 async def test_watch_follows_a_saga_to_its_end(system: System, cli: Cli) -> None:
-    system.shipping.faults.latency_ms = 100
-    placed = await cli(*ORDER, "--timeout", "0.06", "--json")
-    saga_id = json.loads(placed.out)["saga_id"]
+    ship = system.shipping.faults.park("CreateShipment")
+    system.place_in_background()
+    [saga_id] = await ship.reached()
 
-    watched = await cli("saga", "watch", saga_id)
+    watching = asyncio.create_task(cli("saga", "watch", saga_id))
+    await wait_until(lambda: _is_watched(system, saga_id))  # the stream is open mid-saga
+    ship.release()
+    watched = await watching
 
     assert watched.code == 0
     lines = watched.out.splitlines()
@@ -145,6 +153,17 @@ async def test_watch_follows_a_saga_to_its_end(system: System, cli: Cli) -> None
     events = [json.loads(line) for line in streamed.out.splitlines()]
     assert [e["event"]["sequence"] for e in events] == [str(n) for n in range(1, len(events) + 1)]
     assert events[-1]["saga"]["status"] == "SAGA_STATUS_COMPLETED"
+
+
+def _cancel_seen(system: System, saga_id: str) -> bool:
+    """The saga's runner has been told to stop (before its Reserve returns)."""
+    asked = system.orchestrator.engine._cancels.get(saga_id)
+    return asked is not None and asked.is_set()
+
+
+def _is_watched(system: System, saga_id: str) -> bool:
+    """Someone waits on the saga's change feed: a WatchSaga stream is open."""
+    return saga_id in system.orchestrator.engine.changes._events
 
 
 async def test_list_pages_and_all(cli: Cli) -> None:

@@ -155,12 +155,14 @@ async def test_sagas_are_listed_page_by_page_and_all_at_once(client: AsyncClient
 
 
 async def test_watch_streams_until_the_saga_ends(system: System, client: AsyncClient) -> None:
-    system.payment.faults.latency_ms = 100
-    system.payment.faults.methods = frozenset({"Charge"})
-    placed = await client.place_order(**APPLES, timeout=0.06)  # returns while charge runs
-    assert placed.status == pb.SAGA_STATUS_RUNNING
+    charge = system.payment.faults.park("Charge")
+    system.place_in_background()
+    [saga_id] = await charge.reached()
 
-    updates = [u async for u in client.watch_saga(placed.saga_id)]
+    stream = client.watch_saga(saga_id)
+    updates = [await anext(stream)]  # the stream is open while the saga waits in Charge
+    charge.release()
+    updates += [u async for u in stream]
 
     assert updates[-1].saga.status == pb.SAGA_STATUS_COMPLETED
     assert updates[-1].event.description == "saga COMPLETED"
@@ -184,7 +186,7 @@ async def test_unavailable_is_retried_by_grpc_itself(system: System, client: Asy
 
 
 async def test_a_slow_answer_is_deadline_exceeded(system: System, client: AsyncClient) -> None:
-    system.payment.faults.latency_ms = 500
+    system.payment.faults.park("Charge")  # never answers
     with pytest.raises(DeadlineExceeded) as late:
         await client.charge(saga_id=str(uuid.uuid4()), order_id="ord_1", amount=1, timeout=0.05)
     assert late.value.service == "payment"

@@ -8,6 +8,7 @@ no PostgreSQL server can be started). Take the `store` fixture and pass it to
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -52,6 +53,7 @@ class System:
     config: OrchestratorConfig
     orchestrator: Orchestrator
     channel: grpc.aio.Channel = field(init=False)
+    _placing: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._connect()
@@ -83,6 +85,13 @@ class System:
             setattr(request, name, value)
         return await self.api.PlaceOrder(request, timeout=timeout)
 
+    def place_in_background(self, **fields: Any) -> asyncio.Task[pb.PlaceOrderResponse]:
+        """PlaceOrder as a task: with a participant parked, the test learns the
+        saga id from the park and goes on while the saga waits there."""
+        task = asyncio.create_task(self.place(**fields))
+        self._placing.append(task)
+        return task
+
     async def saga(self, saga_id: str) -> pb.Saga:
         return (await self.api.GetSaga(pb.GetSagaRequest(saga_id=saga_id))).saga
 
@@ -101,6 +110,9 @@ class System:
         self._connect()
 
     async def close(self) -> None:
+        for task in self._placing:
+            task.cancel()
+        await asyncio.gather(*self._placing, return_exceptions=True)
         await self.channel.close(None)
         await self.orchestrator.stop()
         for participant in (self.payment, self.inventory, self.shipping):

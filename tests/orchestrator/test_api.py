@@ -124,15 +124,14 @@ async def test_list_filters_by_status_and_pages_through_everything(system: Syste
 
 
 async def test_watch_streams_every_event_once_until_the_end(system: System) -> None:
-    system.payment.faults.latency_ms = 100
-    system.payment.faults.methods = frozenset({"Charge"})
-    placed = await system.place(timeout=0.05)  # returns while the saga runs
-    assert placed.status == pb.SAGA_STATUS_RUNNING
+    charge = system.payment.faults.park("Charge")
+    system.place_in_background()
+    [saga_id] = await charge.reached()
 
-    updates = [
-        u
-        async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=placed.saga_id), timeout=30)
-    ]
+    stream = aiter(system.api.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=30))
+    updates = [await anext(stream)]  # the stream is open while the saga waits in Charge
+    charge.release()
+    updates += [u async for u in stream]
 
     sequences = [u.event.sequence for u in updates]
     assert sequences == list(range(1, len(updates) + 1))
@@ -144,7 +143,7 @@ async def test_watch_streams_every_event_once_until_the_end(system: System) -> N
     assert updates[-1].saga.status == pb.SAGA_STATUS_COMPLETED
     assert len(set(descriptions)) == len(descriptions)
 
-    replay = [u async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=placed.saga_id))]
+    replay = [u async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id))]
     assert [u.event.description for u in replay] == descriptions
 
 
@@ -156,17 +155,16 @@ async def test_watching_an_unknown_saga_is_not_found(system: System) -> None:
 
 
 async def test_cancel_compensates_a_running_saga(system: System) -> None:
-    system.inventory.faults.latency_ms = 300  # Reserve is slow: cancel lands meanwhile
-    system.inventory.faults.methods = frozenset({"Reserve"})
-    placed = await system.place(timeout=0.1)
-    assert placed.status == pb.SAGA_STATUS_RUNNING
+    reserve = system.inventory.faults.park("Reserve")  # the cancel lands during Reserve
+    system.place_in_background()
+    [saga_id] = await reserve.reached()
 
-    cancelled = await system.api.CancelSaga(pb.CancelSagaRequest(saga_id=placed.saga_id))
+    cancelled = await system.api.CancelSaga(pb.CancelSagaRequest(saga_id=saga_id))
     assert cancelled.saga.status == pb.SAGA_STATUS_RUNNING  # the Reserve in flight finishes
+    reserve.release()
 
     final = [
-        u
-        async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=placed.saga_id), timeout=30)
+        u async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=30)
     ][-1].saga
     assert final.status == pb.SAGA_STATUS_COMPENSATED
     cause = final.compensation_cause
@@ -175,7 +173,7 @@ async def test_cancel_compensates_a_running_saga(system: System) -> None:
     assert await charges(system) == 0
     assert await system.available() == (STOCK, 0)
 
-    again = await system.api.CancelSaga(pb.CancelSagaRequest(saga_id=placed.saga_id))
+    again = await system.api.CancelSaga(pb.CancelSagaRequest(saga_id=saga_id))
     assert again.saga.status == pb.SAGA_STATUS_COMPENSATED
 
 
@@ -192,12 +190,16 @@ async def test_completed_sagas_can_be_neither_cancelled_nor_resumed(system: Syst
 
 
 async def test_a_caller_that_gives_up_finds_the_saga_again(system: System) -> None:
-    system.shipping.faults.latency_ms = 200
-    placed = await system.place(timeout=0.05, request_id="req-late")
-    assert placed.status == pb.SAGA_STATUS_RUNNING
+    ship = system.shipping.faults.park("CreateShipment")
+    gave_up = system.place_in_background(request_id="req-late")
+    [saga_id] = await ship.reached()
+    gave_up.cancel()  # the caller gives up while the saga waits in CreateShipment
+    await asyncio.gather(gave_up, return_exceptions=True)
 
-    again = await system.place(request_id="req-late")
+    again = system.place_in_background(request_id="req-late")
+    ship.release()
 
-    assert again.saga_id == placed.saga_id
-    assert again.status == pb.SAGA_STATUS_COMPLETED
-    assert (await system.saga(placed.saga_id)).status in TERMINAL
+    assert (await again).saga_id == saga_id
+    assert (await again).status == pb.SAGA_STATUS_COMPLETED
+    assert ship.saga_ids == [saga_id]  # found again, not placed again
+    assert (await system.saga(saga_id)).status in TERMINAL

@@ -19,37 +19,32 @@ from tests.orchestrator.conftest import STOCK, System, start_system, timeline
 
 
 async def test_sagas_cut_off_mid_step_finish_after_a_restart(system: System) -> None:
-    system.inventory.faults.latency_ms = 500  # every saga is inside Reserve when we stop
-    system.inventory.faults.methods = frozenset({"Reserve"})
-    placed = await asyncio.gather(
-        *(system.place(timeout=0.2, fail_shipping=i % 2 == 1) for i in range(6))
-    )
-    assert {p.status for p in placed} == {pb.SAGA_STATUS_RUNNING}
+    reserve = system.inventory.faults.park("Reserve")  # every saga is inside Reserve when we stop
+    calls = [asyncio.create_task(system.place(fail_shipping=i % 2 == 1)) for i in range(6)]
+    saga_ids = await reserve.reached(6)
 
-    await system.restart_orchestrator()
-    system.inventory.faults.latency_ms = 0
+    await system.restart_orchestrator()  # cuts the six Reserves off; PlaceOrder calls end too
+    await asyncio.gather(*calls, return_exceptions=True)
+    reserve.release()
 
-    for p in placed:
+    for saga_id in saga_ids:
         final = [
-            u
-            async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=p.saga_id), timeout=30)
+            u async for u in system.api.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=30)
         ][-1].saga
-        reserve = next(s for s in final.steps if s.step == "reserve")
-        assert reserve.attempts[0].code == UNRECORDED  # the call cut off by the stop
-        assert reserve.attempts[-1].code == "OK"
+        reserve_step = next(s for s in final.steps if s.step == "reserve")
+        assert reserve_step.attempts[0].code == UNRECORDED  # the call cut off by the stop
+        assert reserve_step.attempts[-1].code == "OK"
         expected = (
-            pb.SAGA_STATUS_COMPLETED
-            if "ship OK" in timeline(final)
-            else (pb.SAGA_STATUS_COMPENSATED)
+            pb.SAGA_STATUS_COMPLETED if "ship OK" in timeline(final) else pb.SAGA_STATUS_COMPENSATED
         )
         assert final.status == expected
-    statuses = [(await system.saga(p.saga_id)).status for p in placed]
+    statuses = [(await system.saga(saga_id)).status for saga_id in saga_ids]
     assert statuses.count(pb.SAGA_STATUS_COMPLETED) == 3
     assert await wait_until(lambda: system.available()) == (STOCK - 2 * 3, 2 * 3)
-    for p in placed:
-        payment = await system.payments.GetPayment(payment_pb2.GetPaymentRequest(saga_id=p.saga_id))
+    for saga_id in saga_ids:
+        payment = await system.payments.GetPayment(payment_pb2.GetPaymentRequest(saga_id=saga_id))
         charged = payment.payment.status == payment_pb2.PAYMENT_STATUS_CHARGED
-        assert charged == ((await system.saga(p.saga_id)).status == pb.SAGA_STATUS_COMPLETED)
+        assert charged == ((await system.saga(saga_id)).status == pb.SAGA_STATUS_COMPLETED)
 
 
 async def test_recovery_twice_is_harmless(system: System) -> None:
@@ -71,19 +66,20 @@ async def test_a_saga_whose_runner_is_gone_is_picked_up_again(tmp_path: Path, st
         recover_every=timedelta(milliseconds=50),
     )
     try:
-        system.shipping.faults.latency_ms = 300
-        placed = await system.place(timeout=0.1)
-        engine = system.orchestrator.engine
-        runner = engine._tasks[placed.saga_id]
+        ship = system.shipping.faults.park("CreateShipment")
+        placing = asyncio.create_task(system.place())
+        [saga_id] = await ship.reached()
+        runner = system.orchestrator.engine._tasks[saga_id]
         runner.cancel()
         await wait_until(lambda: runner.done())
-        system.shipping.faults.latency_ms = 0
+        ship.release()
 
-        final = await wait_until(lambda: _ended(system, placed.saga_id), timeout=20)
+        final = await wait_until(lambda: _ended(system, saga_id), timeout=20)
+        await asyncio.gather(placing, return_exceptions=True)
 
         assert final.status == pb.SAGA_STATUS_COMPLETED
-        ship = next(s for s in final.steps if s.step == "ship")
-        assert [a.code for a in ship.attempts] == [UNRECORDED, "OK"]
+        shipped = next(s for s in final.steps if s.step == "ship")
+        assert [a.code for a in shipped.attempts] == [UNRECORDED, "OK"]
     finally:
         await system.close()
 

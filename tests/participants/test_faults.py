@@ -5,6 +5,7 @@ The tests change the running server's FaultConfig in place.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -116,3 +117,17 @@ async def test_methods_restricts_faults_to_the_named_methods(participant: Driver
     assert outcome == participant.outcome_undone
     error = await rpc_error(participant.act(new_saga()))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_parked_call_does_nothing_until_released(participant: Driver) -> None:
+    saga_id = new_saga()
+    park = participant.faults.park(participant.action)
+
+    acting = asyncio.create_task(participant.act(saga_id))
+    assert await park.reached() == [saga_id]
+    assert await participant.get(saga_id) is None  # held before any work
+    park.release()
+    acted = await acting
+
+    assert acted.record.status == participant.done
+    assert await participant.get(saga_id) == acted.record

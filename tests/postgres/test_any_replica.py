@@ -16,6 +16,7 @@ from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 
 from orchestrator_server.app import Orchestrator, start
 from orchestrator_server.saga.policy import UNRECORDED
+from tests.harness import wait_until
 from tests.orchestrator.conftest import System, start_system, timeline
 
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
@@ -43,8 +44,12 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(tmp_path: Path, postgres_url: str) -> AsyncIterator[Pair]:
-    system = await start_system(tmp_path, postgres_url, **FAST_LEASES)
+async def pair(
+    tmp_path: Path, postgres_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Pair]:
+    """Replicas A and B; a test may override FAST_LEASES through indirect parametrize."""
+    leases = {**FAST_LEASES, **getattr(request, "param", {})}
+    system = await start_system(tmp_path, postgres_url, **leases)
     other = await start(dataclasses.replace(system.config))
     channel = grpc.aio.insecure_channel(other.address)
     try:
@@ -53,6 +58,11 @@ async def pair(tmp_path: Path, postgres_url: str) -> AsyncIterator[Pair]:
         await channel.close(None)
         await other.stop()
         await system.close()
+
+
+def _cancel_seen(replica: Orchestrator, saga_id: str) -> bool:
+    asked = replica.engine._cancels.get(saga_id)
+    return asked is not None and asked.is_set()
 
 
 async def ended(api: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, saga_id: str) -> pb.Saga:
@@ -75,15 +85,17 @@ async def test_either_replica_shows_and_lists_every_saga(pair: Pair) -> None:
 
 
 async def test_a_cancel_through_the_other_replica_reaches_the_owner(pair: Pair) -> None:
-    pair.system.inventory.faults.latency_ms = 500  # the cancel lands during Reserve
-    pair.system.inventory.faults.methods = frozenset({"Reserve"})
-    placed = await pair.system.place(timeout=0.1)  # driven by A
-    assert placed.status == pb.SAGA_STATUS_RUNNING
+    reserve = pair.system.inventory.faults.park("Reserve")  # the cancel lands during Reserve
+    pair.system.place_in_background()  # driven by A
+    [saga_id] = await reserve.reached()
 
-    cancelled = await pair.b.CancelSaga(pb.CancelSagaRequest(saga_id=placed.saga_id))
+    cancelled = await pair.b.CancelSaga(pb.CancelSagaRequest(saga_id=saga_id))
     assert cancelled.saga.status == pb.SAGA_STATUS_RUNNING
+    # A hears of it with its next lease renewal, while its Reserve is still out.
+    await wait_until(lambda: _cancel_seen(pair.system.orchestrator, saga_id))
+    reserve.release()
 
-    final = await ended(pair.b, placed.saga_id)
+    final = await ended(pair.b, saga_id)
     assert final.status == pb.SAGA_STATUS_COMPENSATED
     assert (final.compensation_cause.step, final.compensation_cause.code) == ("ship", "CANCELLED")
     assert timeline(final) == ["charge OK", "reserve OK", "undo reserve OK", "undo charge OK"]
@@ -104,19 +116,20 @@ async def test_a_saga_failed_on_one_replica_is_resumed_through_the_other(pair: P
     assert timeline(final)[-1] == "undo charge OK"
 
 
+@pytest.mark.parametrize("pair", [{"lease_ttl": timedelta(hours=1)}], indirect=True)
 async def test_a_replica_stopped_cleanly_hands_its_sagas_over_at_once(pair: Pair) -> None:
     """A stop gives the leases up: the other replica goes on without waiting the TTL,
     re-sending the call the stop cut off as a new attempt."""
-    pair.system.inventory.faults.latency_ms = 400
-    pair.system.inventory.faults.methods = frozenset({"Reserve"})
-    placed = await pair.system.place(timeout=0.1)
+    reserve = pair.system.inventory.faults.park("Reserve")
+    pair.system.place_in_background()  # driven by A
+    [saga_id] = await reserve.reached()
     await pair.system.channel.close(None)
     await pair.system.orchestrator.stop()  # (System.close stops it again: harmless)
-    pair.system.inventory.faults.latency_ms = 0
+    reserve.release()
 
-    final = await ended(pair.b, placed.saga_id)
+    # Leases last an hour here: B can only be finishing it because A gave it up.
+    final = await ended(pair.b, saga_id)
 
     assert final.status == pb.SAGA_STATUS_COMPLETED
-    reserve = next(s for s in final.steps if s.step == "reserve")
-    assert [a.code for a in reserve.attempts] == [UNRECORDED, "OK"]
-    assert final.updated_at.ToMilliseconds() - placed.saga.created_at.ToMilliseconds() < 1500
+    reserved = next(s for s in final.steps if s.step == "reserve")
+    assert [a.code for a in reserved.attempts] == [UNRECORDED, "OK"]
