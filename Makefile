@@ -14,14 +14,28 @@ DATA   ?= data
 PROTOS := $(shell find protos -name '*.proto' | sort)
 CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server minisaga_client bench examples tests
 
-.PHONY: install proto proto-check test lint run bench clean postgres
+.PHONY: install proto proto-check test test-stress test-random lint run bench clean postgres
 
 install: $(STAMP)
 
+# The stamp names the Python that made .venv and is written only once the
+# install has finished. A venv made by another Python, or never finished (no
+# stamp), is made anew rather than reused broken; a stamped one only gets
+# pyproject.toml's changes.
+PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.version.split()[0], sys.executable)' 2>/dev/null)
+ifeq ($(PYTHON_ID),)
+  $(error PYTHON=$(PYTHON) does not run: pick a Python 3.11 or newer, e.g. make PYTHON=python3.12)
+endif
+ifneq ($(PYTHON_ID),$(shell cat $(STAMP) 2>/dev/null))
+  $(shell rm -f $(STAMP))
+endif
+
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "minisaga needs Python 3.11 or newer; $(PYTHON) is $(word 1,$(PYTHON_ID)): make PYTHON=python3.12 ..." >&2; exit 1; }
+	@if [ ! -f $@ ]; then echo "creating $(VENV) with $(PYTHON_ID)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	touch $@
+	echo '$(PYTHON_ID)' > $@
 
 $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -54,7 +68,21 @@ lint: $(STAMP) $(BUF)
 	$(BUF) lint
 
 test: $(STAMP) proto-check postgres
-	$(VENV)/bin/pytest -q
+	@start=$$(date +%s); $(VENV)/bin/pytest -q; status=$$?; \
+	echo "make test took $$(( $$(date +%s) - start )) s. For a fast subset while working:" \
+	  "$(VENV)/bin/pytest -q -m 'not slow' tests/orchestrator -k sqlite (or any tests/ folder)"; \
+	exit $$status
+
+# The suite STRESS_RUNS times (default 5) with a CPU burner per core beside it:
+# a test that leans on timing fails here long before it fails in CI.
+STRESS_RUNS ?= 5
+test-stress: $(STAMP) postgres
+	$(PY) -m tests.stress --runs $(STRESS_RUNS) $(STRESS_ARGS)
+
+# The suite once in a random order (pytest-random-order): a test that depends
+# on another's leftovers fails here. The seed is printed to replay an order.
+test-random: $(STAMP) postgres
+	$(VENV)/bin/pytest -q --random-order-bucket=global $(PYTEST_ARGS)
 
 # The PostgreSQL server binaries the PostgreSQL tests start a throwaway server
 # from (tests/pg.py). Installed when missing and we are root (CI); never fails:
