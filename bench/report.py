@@ -9,7 +9,7 @@ from typing import Any
 SERVERS = ("orchestrator", "payment", "inventory", "shipping")
 MIB = 1024 * 1024
 
-# Issue 5's targets, at concurrency 64: orchestrated/direct throughput and p99.
+# The targets, at concurrency 64: orchestrated/direct throughput and p99.
 TARGETS: dict[float, dict[str, float]] = {
     0.0: {"throughput_ratio_min": 0.5, "p99_ratio_max": 3.0},
     0.2: {"throughput_ratio_min": 0.45},

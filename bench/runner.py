@@ -1,4 +1,4 @@
-"""python -m bench: the benchmark of issue 5 (`make bench`).
+"""python -m bench: the benchmark (`make bench`).
 
 For each failure rate and concurrency it runs, on freshly started services
 (fresh processes and files for every configuration, so a process's peak RSS,

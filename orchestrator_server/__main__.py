@@ -11,7 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from orchestrator_server.app import OrchestratorConfig, is_postgres, start
-from orchestrator_server.saga.retry import RetryPolicy
+from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE
+from orchestrator_server.saga.retry import (
+    DEFAULT_ACTION_RETRY,
+    DEFAULT_COMPENSATION_RETRY,
+    RetryPolicy,
+)
 from orchestrator_server.saga.sqlite_store import StoreInUse
 from service_kit.flags import add_server_flags, env_default
 from service_kit.server import configure_logging, serve_until_signalled
@@ -33,6 +38,15 @@ def _flag(
         default=env_default(env, str(default)),
         help=f"{text} (default %(default)s, env {env})",
     )
+
+
+# The flags' defaults are the library's: one place for each number.
+ACTIONS = DEFAULT_ACTION_RETRY
+COMPENSATIONS = DEFAULT_COMPENSATION_RETRY
+
+
+def _ms(interval: timedelta) -> int:
+    return int(interval.total_seconds() * 1000)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,26 +89,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         retry,
         "saga-deadline-seconds",
         float,
-        60,
+        f"{DEFAULT_SAGA_DEADLINE.total_seconds():g}",
         "a saga still going forward after this compensates",
     )
-    _flag(retry, "attempt-timeout-ms", int, 5000, "deadline of each RPC attempt")
-    _flag(retry, "action-max-attempts", int, 5, "attempts of a step before it gives up")
+    _flag(
+        retry,
+        "attempt-timeout-ms",
+        int,
+        _ms(ACTIONS.attempt_timeout),
+        "deadline of each RPC attempt",
+    )
+    _flag(
+        retry,
+        "action-max-attempts",
+        int,
+        ACTIONS.maximum_attempts,
+        "attempts of a step before it gives up",
+    )
     _flag(
         retry,
         "compensation-max-attempts",
         int,
-        10,
+        COMPENSATIONS.maximum_attempts,
         "attempts of a compensation before the saga is FAILED",
     )
-    _flag(retry, "initial-backoff-ms", int, 100, "upper bound of the first retry's backoff")
-    _flag(retry, "backoff-coefficient", float, 2.0, "each backoff bound grows by this factor")
-    _flag(retry, "action-max-backoff-ms", int, 2000, "longest backoff between action attempts")
+    _flag(
+        retry,
+        "initial-backoff-ms",
+        int,
+        _ms(ACTIONS.initial_interval),
+        "upper bound of the first retry's backoff",
+    )
+    _flag(
+        retry,
+        "backoff-coefficient",
+        float,
+        ACTIONS.backoff_coefficient,
+        "each backoff bound grows by this factor",
+    )
+    _flag(
+        retry,
+        "action-max-backoff-ms",
+        int,
+        _ms(ACTIONS.maximum_interval),
+        "longest backoff between action attempts",
+    )
     _flag(
         retry,
         "compensation-max-backoff-ms",
         int,
-        5000,
+        _ms(COMPENSATIONS.maximum_interval),
         "longest backoff between compensation attempts",
     )
     parser.add_argument(

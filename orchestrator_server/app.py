@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,6 +16,7 @@ from minisaga.inventory.v1 import inventory_pb2_grpc
 from minisaga.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from orchestrator_server.order_saga import place_order_saga
+from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE
 from orchestrator_server.saga.engine import SagaEngine
 from orchestrator_server.saga.postgres_store import DEFAULT_LEASE_TTL, PostgresSagaStore
 from orchestrator_server.saga.retry import (
@@ -49,7 +51,7 @@ class OrchestratorConfig:
     participants: Mapping[str, str]
     """Address of each participant: "payment", "inventory", "shipping"."""
     listen: str = "127.0.0.1:7001"
-    saga_deadline: timedelta = timedelta(seconds=60)
+    saga_deadline: timedelta = DEFAULT_SAGA_DEADLINE
     action_retry: RetryPolicy = DEFAULT_ACTION_RETRY
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
     synchronous: Synchronous = "FULL"
@@ -66,6 +68,8 @@ class OrchestratorConfig:
     """How often to look for sagas nobody drives: a dead replica's, say."""
     checkpoint: Callable[[str], None] | None = None
     """Called at each crash-relevant point of the engine (crash tests only)."""
+    rng: random.Random | None = None
+    """Draws the jitter of every backoff; tests pass one that pins it."""
 
 
 @dataclass
@@ -118,7 +122,9 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
         action_retry=config.action_retry,
         compensation_retry=config.compensation_retry,
     )
-    engine = SagaEngine(store, channels, [definition], checkpoint=config.checkpoint)
+    engine = SagaEngine(
+        store, channels, [definition], rng=config.rng, checkpoint=config.checkpoint
+    )
     service = OrchestratorService(
         engine, definition, inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
     )

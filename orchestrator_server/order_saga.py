@@ -13,7 +13,13 @@ from minisaga.orchestrator.v1.orchestrator_pb2 import PlaceOrderRequest
 from minisaga.payment.v1 import payment_pb2 as payment
 from minisaga.shipping.v1 import shipping_pb2 as shipping
 
-from orchestrator_server.saga.definition import Rpc, Saga, SagaContext, SagaDefinition
+from orchestrator_server.saga.definition import (
+    DEFAULT_SAGA_DEADLINE,
+    Rpc,
+    Saga,
+    SagaContext,
+    SagaDefinition,
+)
 from orchestrator_server.saga.retry import (
     DEFAULT_ACTION_RETRY,
     DEFAULT_COMPENSATION_RETRY,
@@ -95,7 +101,7 @@ def cancel_shipment(order: Order) -> shipping.CancelShipmentRequest:
 
 def place_order_saga(
     *,
-    deadline: timedelta = timedelta(seconds=60),
+    deadline: timedelta = DEFAULT_SAGA_DEADLINE,
     action_retry: RetryPolicy = DEFAULT_ACTION_RETRY,
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
 ) -> SagaDefinition[PlaceOrderRequest]:

@@ -11,7 +11,6 @@ own, the others are stopped and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import signal
@@ -97,13 +96,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def module_exists(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # the parent package is missing
-        return False
-
-
 def plan(args: argparse.Namespace) -> list[Child]:
     """The services to start, participants first (the orchestrator calls them)."""
     data: Path = args.data_dir.resolve()
@@ -132,33 +124,26 @@ def plan(args: argparse.Namespace) -> list[Child]:
             ["--listen", shipping, "--db", str(data / "shipping.db")],
         ),
     ]
-    if module_exists("orchestrator_server.__main__"):
-        orchestrator = f"{host}:{orchestrator_port}"
-        children.append(
-            Child(
-                "orchestrator",
-                "orchestrator_server",
+    orchestrator = f"{host}:{orchestrator_port}"
+    children.append(
+        Child(
+            "orchestrator",
+            "orchestrator_server",
+            orchestrator,
+            [
+                "--listen",
                 orchestrator,
-                [
-                    "--listen",
-                    orchestrator,
-                    "--db",
-                    str(data / "orchestrator.db"),
-                    "--payment",
-                    payment,
-                    "--inventory",
-                    inventory,
-                    "--shipping",
-                    shipping,
-                ],
-            )
+                "--db",
+                str(data / "orchestrator.db"),
+                "--payment",
+                payment,
+                "--inventory",
+                inventory,
+                "--shipping",
+                shipping,
+            ],
         )
-    else:
-        print(
-            "orchestrator: not started (orchestrator_server.__main__ not found)",
-            file=sys.stderr,
-            flush=True,
-        )
+    )
     return children
 
 

@@ -104,6 +104,10 @@ class SagaDefinition(Generic[InputT]):
         raise KeyError(f"saga {self.name} has no step {name!r}")
 
 
+DEFAULT_SAGA_DEADLINE = timedelta(seconds=60)
+"""A saga still going forward this long after it started compensates instead."""
+
+
 class Saga(Generic[InputT]):
     """Builds a SagaDefinition step by step, in business order."""
 
@@ -112,7 +116,7 @@ class Saga(Generic[InputT]):
         name: str,
         input_type: type[InputT],
         *,
-        deadline: timedelta = timedelta(seconds=60),
+        deadline: timedelta = DEFAULT_SAGA_DEADLINE,
         action_retry: RetryPolicy = DEFAULT_ACTION_RETRY,
         compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
     ) -> None:

@@ -245,9 +245,6 @@ class SagaEngine:
             self.changes.notify(saga_id)
         return record
 
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     async def close(self) -> None:
         """Stops driving; every saga stays durable and is recovered at the next start."""
         tasks = list(self._tasks.values())
@@ -353,29 +350,14 @@ class SagaEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cancel.wait(), pause)
         if cancel.is_set():  # asked while the last step ran: honour it, undo everything
-            return (
-                Cause(
-                    "",
-                    grpc.StatusCode.CANCELLED.name,
-                    CANCELLED_BY_OPERATOR,
-                    SAGA_CANCELLED,
-                    now_ms(),
-                ),
-                unsaved,
-            )
+            return _cancelled(""), unsaved
         return None, unsaved
 
     def _stop_cause(
         self, step: Step[Any], record: SagaRecord, cancel: asyncio.Event
     ) -> Cause | None:
         if cancel.is_set():
-            return Cause(
-                step.name,
-                grpc.StatusCode.CANCELLED.name,
-                CANCELLED_BY_OPERATOR,
-                SAGA_CANCELLED,
-                now_ms(),
-            )
+            return _cancelled(step.name)
         if now_ms() >= record.deadline_ms:
             return Cause(
                 step.name,
@@ -428,7 +410,8 @@ class SagaEngine:
                     break
                 await self._write(record, finished=attempt)
                 unsaved = None
-                if tries >= compensation.retry.maximum_attempts:
+                retryable = step.policy.compensation_retryable(attempt.code)
+                if not retryable or tries >= compensation.retry.maximum_attempts:
                     failures.append(
                         CompensationFailure(
                             step.name,
@@ -546,6 +529,13 @@ class SagaEngine:
             )
             self._calls[rpc.method] = call
         return call
+
+
+def _cancelled(before_step: str) -> Cause:
+    """Why a saga an operator cancelled compensates ("" once every step was done)."""
+    return Cause(
+        before_step, grpc.StatusCode.CANCELLED.name, CANCELLED_BY_OPERATOR, SAGA_CANCELLED, now_ms()
+    )
 
 
 def _error_reason(error: grpc.aio.AioRpcError) -> str:
