@@ -4,6 +4,7 @@
 #                tests when missing and root, else those tests say why they skip
 #   make lint    ruff, mypy --strict, buf lint
 #   make proto   regenerate generated/ from protos/
+#   make docs    the documentation site into site/ (mkdocs --strict)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,9 +13,9 @@ STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
 DATA   ?= data
 PROTOS := $(shell find protos -name '*.proto' | sort)
-CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server minisaga_client bench examples tests
+CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server minisaga_client bench examples tests tools
 
-.PHONY: install proto proto-check test test-stress test-random lint run bench clean postgres
+.PHONY: install proto proto-check test test-stress test-random lint run bench clean postgres docs docs-reference
 
 install: $(STAMP)
 
@@ -67,7 +68,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
-test: $(STAMP) proto-check postgres
+test: $(STAMP) proto-check postgres docs
 	@start=$$(date +%s); $(VENV)/bin/pytest -q; status=$$?; \
 	echo "make test took $$(( $$(date +%s) - start )) s. For a fast subset while working:" \
 	  "$(VENV)/bin/pytest -q -m 'not slow' tests/orchestrator -k sqlite (or any tests/ folder)"; \
@@ -97,6 +98,21 @@ postgres:
 	  echo "no PostgreSQL server binaries (apt-get install postgresql): its tests will be skipped" >&2; \
 	fi
 
+# The documentation site (docs/, mkdocs.yml) into site/. --strict: a broken
+# link or anchor fails. Mermaid comes from npm (package.json), copied next to
+# the pages, so the site needs no CDN. The generated reference pages must
+# match the code (make docs-reference rewrites them).
+MERMAID_JS := docs/assets/javascripts/mermaid.min.js
+docs: $(STAMP) $(BUF)
+	$(PY) -m tools.docs_reference --check
+	mkdir -p $(dir $(MERMAID_JS))
+	cp node_modules/mermaid/dist/mermaid.min.js $(MERMAID_JS)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# Rewrites docs/reference/*.md from the servers' flags and the protos' comments.
+docs-reference: $(STAMP)
+	$(PY) -m tools.docs_reference
+
 run: $(STAMP)
 	mkdir -p $(DATA)
 	$(PY) -m service_kit.run_all --data-dir $(DATA)
@@ -108,4 +124,4 @@ bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules site .mypy_cache .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ from orchestrator_server.order_saga import (
 )
 from orchestrator_server.saga.definition import Saga
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
 EDGE = re.compile(r"^    (\S+) (-->|-\.->)(?:\|([^|]*)\|)? (\S+)$")
 
 
@@ -102,8 +102,13 @@ def test_a_step_without_compensation_has_one_failure_edge() -> None:
     }
 
 
-def test_the_readme_shows_the_graph_as_generated(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("page", ["README.md", "docs/operating.md"])
+def test_the_docs_show_the_graph_as_generated(
+    page: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["graph", "--markdown"]) == 0
     fenced = capsys.readouterr().out
     assert fenced.startswith("```mermaid\ngraph TD\n")
-    assert fenced in README.read_text(), "README is stale: paste `minisaga graph --markdown`"
+    assert fenced in (ROOT / page).read_text(), (
+        f"{page} is stale: paste `minisaga graph --markdown`"
+    )
