@@ -12,6 +12,7 @@ dialing them, so tests can script replies with `grpc_testing`.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import io
 import os
 import sys
@@ -455,6 +456,14 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
     )
 
 
+def version() -> str:
+    """The installed minisaga's version, from its package metadata."""
+    try:
+        return importlib.metadata.version("minisaga")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minisaga",
@@ -462,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     _connection_flags(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _connection_flags(common, suppress=True)
