@@ -128,7 +128,7 @@ def test_the_server_extra_is_what_the_servers_import_beyond_the_base() -> None:
     assert {"asyncpg", "grpcio-health-checking", "grpcio-reflection"} <= SERVER
 
 
-def test_the_extras_each_bring_the_servers_and_dev_brings_them_all() -> None:
+def test_postgres_brings_the_servers_and_dev_brings_every_extra() -> None:
     extras = PROJECT["optional-dependencies"]
     assert "minisaga[server]" in extras["postgres"]
     assert "asyncpg" in requirements("postgres")
