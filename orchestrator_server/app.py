@@ -122,9 +122,7 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
         action_retry=config.action_retry,
         compensation_retry=config.compensation_retry,
     )
-    engine = SagaEngine(
-        store, channels, [definition], rng=config.rng, checkpoint=config.checkpoint
-    )
+    engine = SagaEngine(store, channels, [definition], rng=config.rng, checkpoint=config.checkpoint)
     service = OrchestratorService(
         engine, definition, inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
     )

@@ -149,7 +149,7 @@ class SchemaTooNew(RuntimeError):
 class _Lease:
     epoch: int
     valid_until: float
-    """time.monotonic() until which the lease surely has not run out."""
+    """By the store's clock (time.monotonic): until when the lease surely has not run out."""
 
 
 class PostgresSagaStore:
@@ -164,7 +164,10 @@ class PostgresSagaStore:
         owner: str | None = None,
         min_connections: int = 1,
         max_connections: int = 10,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` is this replica's own monotonic clock (seconds), by which it
+        trusts a lease; tests pass one they can move."""
         if lease_ttl <= timedelta(0):
             raise ValueError("lease_ttl must be positive")
         self.dsn = dsn
@@ -180,6 +183,7 @@ class PostgresSagaStore:
         self._max_connections = max_connections
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._leases: dict[str, _Lease] = {}
+        self._clock = clock
 
     async def open(self) -> PostgresSagaStore:
         pool = await asyncpg.create_pool(
@@ -219,7 +223,7 @@ class PostgresSagaStore:
     # --- creating and reading ----------------------------------------------
 
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
-        started = time.monotonic()
+        started = self._clock()
         async with self.pool.acquire() as conn:
             epoch = await conn.fetchval(
                 "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
@@ -262,7 +266,7 @@ class PostgresSagaStore:
     # --- ownership ----------------------------------------------------------
 
     async def claim(self, saga_id: str) -> SagaRecord | None:
-        started = time.monotonic()
+        started = self._clock()
         async with self.pool.acquire() as conn:
             epoch = await conn.fetchval(
                 f"UPDATE sagas SET lease_owner = $2, lease_epoch = lease_epoch + 1,"
@@ -284,7 +288,7 @@ class PostgresSagaStore:
         held = {s: self._leases[s].epoch for s in saga_ids if s in self._leases}
         if not held:
             return Renewal()
-        started = time.monotonic()
+        started = self._clock()
         # Rows are locked in saga_id order, so two replicas renewing never deadlock.
         rows = await self.pool.fetch(
             "WITH mine AS ("
@@ -317,7 +321,7 @@ class PostgresSagaStore:
 
     def lease_left(self, saga_id: str) -> float:
         lease = self._leases.get(saga_id)
-        return 0.0 if lease is None else max(0.0, lease.valid_until - time.monotonic())
+        return 0.0 if lease is None else max(0.0, lease.valid_until - self._clock())
 
     def holds_lease(self, saga_id: str) -> bool:
         return self.lease_left(saga_id) > 0
@@ -402,7 +406,7 @@ class PostgresSagaStore:
         lease = self._leases.get(saga_id)
         if lease is None:
             raise LeaseLost(f"saga {saga_id}: this replica holds no lease on it")
-        started = time.monotonic()
+        started = self._clock()
         async with self.pool.acquire() as conn, conn.transaction():
             fenced = await conn.fetchval(
                 f"UPDATE sagas SET lease_expires_at = {_EXPIRY % 4}"
