@@ -14,6 +14,7 @@ from inventory_server.service import (
     parse_stock,
     seed_stock,
 )
+from service_kit import flags
 from service_kit.call_log import add_call_log_flag
 from service_kit.database import Database
 from service_kit.faults import add_fault_flags
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_fault_flags(parser, ENV_PREFIX)
     add_call_log_flag(parser, ENV_PREFIX)
-    args = parser.parse_args(argv)
+    args = flags.parse(parser, argv)
     if args.stock is None:
         try:
             args.stock = [parse_stock(env_default(f"{ENV_PREFIX}_STOCK", DEFAULT_STOCK))]

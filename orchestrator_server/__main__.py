@@ -18,6 +18,7 @@ from orchestrator_server.saga.retry import (
     RetryPolicy,
 )
 from orchestrator_server.saga.sqlite_store import StoreInUse
+from service_kit import flags
 from service_kit.flags import add_server_flags, env_default
 from service_kit.server import configure_logging, serve_until_signalled
 
@@ -156,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="for crash tests: SIGKILL this process the Nth time the engine passes "
         "CHECKPOINT, such as action-attempt-recorded:7 (see saga/engine.py)",
     )
-    return parser.parse_args(argv)
+    return flags.parse(parser, argv)
 
 
 def crash_hook(spec: str) -> Callable[[str], None] | None:

@@ -171,15 +171,11 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             record = await self.engine.cancel(record.saga_id) or record
         return pb.CancelSagaResponse(saga=self._view(record))
 
+    @errors.stream_errors(DOMAIN)
     async def WatchSaga(
         self, request: pb.WatchSagaRequest, context: Context
     ) -> AsyncIterator[pb.WatchSagaResponse]:
-        try:
-            record = await self._load(request.saga_id)
-        except errors.ServiceError as error:
-            status = error.to_status(DOMAIN)
-            await context.abort(status.code, status.details, status.trailing_metadata)
-            return
+        record = await self._load(request.saga_id)
         sent: set[Any] = set()
         sequence = 0
         while True:

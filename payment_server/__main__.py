@@ -7,6 +7,7 @@ import argparse
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from payment_server.service import DEFAULT_LIMIT, SCHEMA, PaymentService
+from service_kit import flags
 from service_kit.call_log import add_call_log_flag
 from service_kit.faults import add_fault_flags
 from service_kit.flags import add_server_flags, env_default
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_fault_flags(parser, "MINISAGA_PAYMENT")
     add_call_log_flag(parser, "MINISAGA_PAYMENT")
-    return parser.parse_args(argv)
+    return flags.parse(parser, argv)
 
 
 async def serve(args: argparse.Namespace) -> None:

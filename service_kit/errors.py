@@ -2,13 +2,19 @@
 
 A servicer raises `ServiceError` (or one of the helpers below); `rpc_errors`
 turns it into a gRPC status carrying `google.rpc.ErrorInfo` and, for
-INVALID_ARGUMENT, `google.rpc.BadRequest` field violations.
+INVALID_ARGUMENT, `google.rpc.BadRequest` field violations. Any other exception
+is a bug or a sick store: the caller gets INTERNAL (or UNAVAILABLE for the
+store) with an incident id that is also in the server's log, never the
+exception's own text, which may name files, SQL or data.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import logging
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,6 +31,10 @@ INJECTED_FAILURE = "INJECTED_FAILURE"
 IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 ALREADY_COMPENSATED = "ALREADY_COMPENSATED"
 NOT_FOUND = "NOT_FOUND"
+INTERNAL = "INTERNAL"
+STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,28 +112,86 @@ def not_found(message: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, message, NOT_FOUND, metadata)
 
 
+def unexpected(error: Exception, where: str) -> ServiceError:
+    """What a caller is told of an exception no handler expected: an incident id
+    to quote, logged here with the whole traceback, and no more."""
+    incident = uuid.uuid4().hex[:16]
+    # A busy or failing database (SQLite's "database is locked", a full disk, a
+    # lost connection) is worth retrying; anything else is a bug of ours.
+    if isinstance(error, sqlite3.OperationalError | OSError):
+        log.warning("%s: store unavailable (incident %s)", where, incident, exc_info=error)
+        return ServiceError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the service's database is unavailable; try again (incident {incident})",
+            STORE_UNAVAILABLE,
+            {"incident": incident},
+        )
+    log.error("%s: unexpected error (incident %s)", where, incident, exc_info=error)
+    return ServiceError(
+        grpc.StatusCode.INTERNAL,
+        f"internal error (incident {incident}); the server's log has the details",
+        INTERNAL,
+        {"incident": incident},
+    )
+
+
+async def abort(context: Context, error: ServiceError, domain: str) -> None:
+    """Ends the call with `error` as a rich status (raises grpc's AbortError)."""
+    status = error.to_status(domain)
+    # abort() with the status's trailers is abort_with_status(), typed.
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
 Context = grpc.aio.ServicerContext[Any, Any]
 _Self = TypeVar("_Self")
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 Handler = Callable[[_Self, _Req, Context], Awaitable[_Resp]]
+StreamHandler = Callable[[_Self, _Req, Context], AsyncIterator[_Resp]]
 
 
 def rpc_errors(
     domain: str,
 ) -> Callable[[Handler[_Self, _Req, _Resp]], Handler[_Self, _Req, _Resp]]:
-    """Decorates a servicer method: a raised ServiceError becomes a rich status."""
+    """Decorates a servicer method: a raised ServiceError becomes a rich status,
+    any other exception INTERNAL or UNAVAILABLE with an incident id."""
 
     def decorate(method: Handler[_Self, _Req, _Resp]) -> Handler[_Self, _Req, _Resp]:
         @functools.wraps(method)
         async def wrapper(self: _Self, request: _Req, context: Context) -> _Resp:
             try:
                 return await method(self, request, context)
+            except grpc.aio.AbortError:
+                raise  # the handler ended the call itself
             except ServiceError as error:
-                status = error.to_status(domain)
-                # abort() with the status's trailers is abort_with_status(), typed.
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                await abort(context, error, domain)
                 raise AssertionError("abort returned") from error
+            except Exception as error:
+                await abort(context, unexpected(error, method.__qualname__), domain)
+                raise AssertionError("abort returned") from error
+
+        return wrapper
+
+    return decorate
+
+
+def stream_errors(
+    domain: str,
+) -> Callable[[StreamHandler[_Self, _Req, _Resp]], StreamHandler[_Self, _Req, _Resp]]:
+    """`rpc_errors` for a server-streaming method (an async generator)."""
+
+    def decorate(method: StreamHandler[_Self, _Req, _Resp]) -> StreamHandler[_Self, _Req, _Resp]:
+        @functools.wraps(method)
+        async def wrapper(self: _Self, request: _Req, context: Context) -> AsyncIterator[_Resp]:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except ServiceError as error:
+                await abort(context, error, domain)
+            except Exception as error:
+                await abort(context, unexpected(error, method.__qualname__), domain)
 
         return wrapper
 

@@ -8,13 +8,60 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Sequence
 
 from service_kit.server import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
 
 
+class _FromEnvironment(str):
+    """A flag's default read from an environment variable, which it remembers."""
+
+    variable: str
+
+
 def env_default(name: str, default: str) -> str:
     """The value of environment variable `name`, or `default`."""
-    return os.environ.get(name, default)
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    marked = _FromEnvironment(value)
+    marked.variable = name
+    return marked
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, after refusing a bad value in an environment
+    variable with one line that names the variable: argparse checks `choices`
+    only on the command line, and its own errors name the flag, not the variable."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    for action in parser._actions:
+        value = action.default
+        if not isinstance(value, _FromEnvironment) or _on_command_line(action, given):
+            continue
+        problem = _problem(action, value)
+        if problem:
+            parser.exit(2, f"{parser.prog}: {value.variable}={str(value)!r}: {problem}\n")
+    return parser.parse_args(argv)
+
+
+def _on_command_line(action: argparse.Action, argv: Sequence[str]) -> bool:
+    return any(
+        arg == option or arg.startswith(f"{option}=")
+        for option in action.option_strings
+        for arg in argv
+    )
+
+
+def _problem(action: argparse.Action, value: str) -> str:
+    convert = action.type if callable(action.type) else str
+    try:
+        converted = convert(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        return f"not a valid {getattr(convert, '__name__', 'value')} for {action.option_strings[0]}"
+    if action.choices is not None and converted not in action.choices:
+        return f"{action.option_strings[0]} must be one of {', '.join(map(str, action.choices))}"
+    return ""
 
 
 def add_server_flags(

@@ -25,6 +25,7 @@ from types import FrameType
 
 import grpc
 
+from service_kit import flags
 from service_kit.health import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=STARTUP_TIMEOUT,
         help="seconds each service may take to report SERVING (default %(default)s)",
     )
-    args = parser.parse_args(argv)
+    args = flags.parse(parser, argv)
     if args.ports is not None:
         try:
             ports = [int(p) for p in args.ports.split(",")]

@@ -6,6 +6,7 @@ import argparse
 
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
+from service_kit import flags
 from service_kit.call_log import add_call_log_flag
 from service_kit.faults import add_fault_flags
 from service_kit.flags import add_server_flags
@@ -26,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_fault_flags(parser, "MINISAGA_SHIPPING")
     add_call_log_flag(parser, "MINISAGA_SHIPPING")
-    return parser.parse_args(argv)
+    return flags.parse(parser, argv)
 
 
 async def serve(args: argparse.Namespace) -> None:

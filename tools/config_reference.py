@@ -1,7 +1,8 @@
 """The configuration reference, generated from the servers' own argparse parsers.
 
 Each server module builds its parser inside `parse_args`; we run that function
-with `ArgumentParser.parse_args` replaced by one that hands us the parser, so
+with `ArgumentParser.parse_args` (and `service_kit.flags.parse`, which checks
+the environment's values first) replaced by one that hands us the parser, so
 the page shows exactly the flags, defaults and help texts that `--help` does.
 Every MINISAGA_* variable is removed while the parsers are built, so the
 defaults are the code's, not this shell's.
@@ -23,6 +24,7 @@ import orchestrator_server.__main__
 import payment_server.__main__
 import service_kit.run_all
 import shipping_server.__main__
+from service_kit import flags
 
 COMMAND = "python -m tools.docs_reference"
 SENTINEL = "env-sentinel-7f3a"
@@ -97,6 +99,7 @@ def build_parser(program: Program, env: dict[str, str] | None = None) -> argpars
     with (
         _environment(env or {}),
         mock.patch.object(argparse.ArgumentParser, "parse_args", _capture),
+        mock.patch.object(flags, "parse", _capture),
     ):
         try:
             program.parse_args([])
