@@ -14,16 +14,24 @@ deadline (`timeout`, 10 s unless set). A failed call raises a typed
 
 Methods return the message a caller wants: the `Saga`, `Payment`, `Stock`...
 when the response holds only that, the whole response otherwise.
+
+Each RPC is written once, in `_Calls`: a function of the method's arguments
+that describes the call (which service, which method, the request, what of
+the response to return). `Client` sends the description and returns the
+result; `AsyncClient` returns an awaitable of it. Both take the description's
+parameters, and mypy types each method from it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
 import grpc
 from minisaga.inventory.v1 import inventory_pb2 as inventory
@@ -35,7 +43,7 @@ from minisaga.payment.v1 import payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2 as shipping
 from minisaga.shipping.v1 import shipping_pb2_grpc
 
-from minisaga_client.errors import from_grpc_error
+from minisaga_client.errors import MinisagaError, from_grpc_error
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds: the deadline of every unary call unless the client or the call sets another."""
@@ -78,32 +86,28 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 """The options of every channel `connect` and `connect_async` open."""
 
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "DEFAULT_TIMEOUT",
+    "RETRY_POLICY",
+    "SERVICES",
+    "SERVICE_CONFIG",
+    "AsyncClient",
+    "Client",
+    "connect",
+    "connect_async",
+    "new_request_id",
+]
+
+P = ParamSpec("P")
+StubT = TypeVar("StubT")
 ReqT = TypeVar("ReqT")
 RespT = TypeVar("RespT")
-StubT = TypeVar("StubT")
-
-
-@dataclass(frozen=True)
-class _Endpoint(Generic[StubT]):
-    service: str
-    address: str
-    stub: StubT
-
-
-def _endpoint(
-    service: str, stub: StubT | None, addresses: Mapping[str, str]
-) -> _Endpoint[StubT] | None:
-    if stub is None:
-        return None
-    return _Endpoint(service, addresses.get(service, ""), stub)
-
-
-def _require(endpoint: _Endpoint[StubT] | None, service: str) -> _Endpoint[StubT]:
-    if endpoint is None:
-        raise ValueError(
-            f"this client has no {service} address: connect(..., {service}='host:port')"
-        )
-    return endpoint
+OutT = TypeVar("OutT")
+NewT = TypeVar("NewT")
+SyncT = TypeVar("SyncT")
+AsyncT = TypeVar("AsyncT")
+ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
 
 
 def new_request_id() -> str:
@@ -111,77 +115,461 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def _place_order_request(
-    product_id: str,
-    quantity: int,
-    amount: int,
-    currency: str,
-    address: str,
-    request_id: str | None,
-    fail_payment: bool,
-    fail_inventory: bool,
-    fail_shipping: bool,
-) -> pb.PlaceOrderRequest:
-    return pb.PlaceOrderRequest(
-        request_id=new_request_id() if request_id is None else request_id,
-        product_id=product_id,
-        quantity=quantity,
-        amount=amount,
-        currency=currency,
-        address=address,
-        fail_payment=fail_payment,
-        fail_inventory=fail_inventory,
-        fail_shipping=fail_shipping,
-    )
+@dataclass(frozen=True)
+class _Service(Generic[StubT]):
+    """One of the four services: its short name, and its generated stub class."""
+
+    name: str
+    stub: Callable[[Any], StubT]
+    """On a grpc.Channel the stub's methods are sync; on a grpc.aio.Channel, awaitable."""
 
 
-def _status(status: pb.SagaStatus.ValueType | None) -> pb.SagaStatus.ValueType:
-    return pb.SAGA_STATUS_UNSPECIFIED if status is None else status
+ORCHESTRATOR = _Service("orchestrator", orchestrator_pb2_grpc.OrchestratorServiceStub)
+PAYMENT = _Service("payment", payment_pb2_grpc.PaymentServiceStub)
+INVENTORY = _Service("inventory", inventory_pb2_grpc.InventoryServiceStub)
+SHIPPING = _Service("shipping", shipping_pb2_grpc.ShippingServiceStub)
 
 
-class Client:
-    """A synchronous client of the orchestrator and, when given their channels, the participants.
+class _Rpc(Generic[P, SyncT, AsyncT]):
+    """A method of both clients, made of a function that describes its call.
 
-    Build one with `connect(...)`; or pass channels you own (the client then
-    does not close them), such as a `grpc_testing` channel in a test.
+    On a `Client` the method sends the call and returns its result; on an
+    `AsyncClient` it returns the awaitable (or the async iterator) of it. Its
+    parameters are the description's, for mypy too.
     """
+
+    def __init__(self, describe: Callable[P, _Call[SyncT, AsyncT]]) -> None:
+        self.describe = describe
+        self.__doc__ = describe.__doc__
+
+    def __repr__(self) -> str:
+        return f"<the client method {self.describe.__name__}>"
+
+    @overload
+    def __get__(self, client: None, owner: type[object]) -> Self: ...
+    @overload
+    def __get__(self, client: Client, owner: type[object]) -> Callable[P, SyncT]: ...
+    @overload
+    def __get__(self, client: AsyncClient, owner: type[object]) -> Callable[P, AsyncT]: ...
+    def __get__(
+        self, client: Client | AsyncClient | None, owner: type[object]
+    ) -> Self | Callable[P, SyncT] | Callable[P, AsyncT]:
+        if client is None:
+            return self
+        describe = self.describe
+        if isinstance(client, AsyncClient):
+
+            def send_async(*args: P.args, **kwargs: P.kwargs) -> AsyncT:
+                return describe(*args, **kwargs).send_async(client)
+
+            return functools.update_wrapper(send_async, describe)
+
+        def send(*args: P.args, **kwargs: P.kwargs) -> SyncT:
+            return describe(*args, **kwargs).send(client)
+
+        return functools.update_wrapper(send, describe)
+
+
+class _Calls:
+    """Every RPC of the four services, each described once; `Client` and `AsyncClient` inherit them.
+
+    A description is not a method (it takes no `self`): it builds the request
+    and says what to call. `_unary(SERVICE, lambda s: s.Method, ...)` picks the
+    method from the service's stub, and `.then(lambda r: r.field)` returns a
+    part of the response instead of the whole. `_Rpc` makes the description a
+    method of each client.
+    """
+
+    # --- orchestrator ---------------------------------------------------
+
+    @_Rpc
+    def place_order(
+        *,
+        product_id: str,
+        quantity: int,
+        amount: int,
+        currency: str = "",
+        address: str = "",
+        request_id: str | None = None,
+        fail_payment: bool = False,
+        fail_inventory: bool = False,
+        fail_shipping: bool = False,
+        timeout: float | None = None,
+    ) -> _Unary[pb.PlaceOrderResponse]:
+        """Places an order and waits for its saga to end, or for the deadline.
+
+        Without `request_id` a fresh one is sent, so a retry never starts a
+        second saga. If the deadline comes first the saga is returned as it
+        is (RUNNING) and goes on; `watch_saga` follows it.
+        """
+        request = pb.PlaceOrderRequest(
+            request_id=new_request_id() if request_id is None else request_id,
+            product_id=product_id,
+            quantity=quantity,
+            amount=amount,
+            currency=currency,
+            address=address,
+            fail_payment=fail_payment,
+            fail_inventory=fail_inventory,
+            fail_shipping=fail_shipping,
+        )
+        return _unary(ORCHESTRATOR, lambda s: s.PlaceOrder, request, timeout)
+
+    @_Rpc
+    def get_saga(saga_id: str, *, timeout: float | None = None) -> _Unary[pb.Saga]:
+        """The saga with its whole execution log."""
+        request = pb.GetSagaRequest(saga_id=saga_id)
+        return _unary(ORCHESTRATOR, lambda s: s.GetSaga, request, timeout).then(lambda r: r.saga)
+
+    @_Rpc
+    def list_sagas(
+        *,
+        status: pb.SagaStatus.ValueType | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> _Unary[pb.ListSagasResponse]:
+        """One page of sagas, newest first; pass `next_page_token` back for the next."""
+        request = pb.ListSagasRequest(
+            status=pb.SAGA_STATUS_UNSPECIFIED if status is None else status,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _unary(ORCHESTRATOR, lambda s: s.ListSagas, request, timeout)
+
+    @_Rpc
+    def watch_saga(saga_id: str, *, timeout: float | None = None) -> _Stream[pb.WatchSagaResponse]:
+        """The saga's events as they happen, until it ends (no deadline unless `timeout`)."""
+        request = pb.WatchSagaRequest(saga_id=saga_id)
+        return _stream(ORCHESTRATOR, lambda s: s.WatchSaga, request, timeout)
+
+    @_Rpc
+    def get_order(order_id: str, *, timeout: float | None = None) -> _Unary[pb.GetOrderResponse]:
+        """The order and its saga."""
+        request = pb.GetOrderRequest(order_id=order_id)
+        return _unary(ORCHESTRATOR, lambda s: s.GetOrder, request, timeout)
+
+    @_Rpc
+    def resume_saga(saga_id: str, *, timeout: float | None = None) -> _Unary[pb.Saga]:
+        """Retries the failed compensations of a FAILED saga; they run in the background."""
+        request = pb.ResumeSagaRequest(saga_id=saga_id)
+        return _unary(ORCHESTRATOR, lambda s: s.ResumeSaga, request, timeout).then(lambda r: r.saga)
+
+    @_Rpc
+    def cancel_saga(saga_id: str, *, timeout: float | None = None) -> _Unary[pb.Saga]:
+        """Stops a running saga; it compensates what it did, in the background."""
+        request = pb.CancelSagaRequest(saga_id=saga_id)
+        return _unary(ORCHESTRATOR, lambda s: s.CancelSaga, request, timeout).then(lambda r: r.saga)
+
+    # --- payment --------------------------------------------------------
+
+    @_Rpc
+    def charge(
+        *,
+        saga_id: str,
+        order_id: str,
+        amount: int,
+        currency: str = "",
+        fail: bool = False,
+        timeout: float | None = None,
+    ) -> _Unary[payment.ChargeResponse]:
+        request = payment.ChargeRequest(
+            saga_id=saga_id, order_id=order_id, amount=amount, currency=currency, fail=fail
+        )
+        return _unary(PAYMENT, lambda s: s.Charge, request, timeout)
+
+    @_Rpc
+    def refund(
+        saga_id: str, *, reason: str = "", timeout: float | None = None
+    ) -> _Unary[payment.RefundResponse]:
+        request = payment.RefundRequest(saga_id=saga_id, reason=reason)
+        return _unary(PAYMENT, lambda s: s.Refund, request, timeout)
+
+    @_Rpc
+    def get_payment(saga_id: str, *, timeout: float | None = None) -> _Unary[payment.Payment]:
+        request = payment.GetPaymentRequest(saga_id=saga_id)
+        return _unary(PAYMENT, lambda s: s.GetPayment, request, timeout).then(lambda r: r.payment)
+
+    # --- inventory ------------------------------------------------------
+
+    @_Rpc
+    def reserve(
+        *,
+        saga_id: str,
+        product_id: str,
+        quantity: int,
+        fail: bool = False,
+        timeout: float | None = None,
+    ) -> _Unary[inventory.ReserveResponse]:
+        request = inventory.ReserveRequest(
+            saga_id=saga_id, product_id=product_id, quantity=quantity, fail=fail
+        )
+        return _unary(INVENTORY, lambda s: s.Reserve, request, timeout)
+
+    @_Rpc
+    def release(saga_id: str, *, timeout: float | None = None) -> _Unary[inventory.ReleaseResponse]:
+        request = inventory.ReleaseRequest(saga_id=saga_id)
+        return _unary(INVENTORY, lambda s: s.Release, request, timeout)
+
+    @_Rpc
+    def get_reservation(
+        saga_id: str, *, timeout: float | None = None
+    ) -> _Unary[inventory.Reservation]:
+        request = inventory.GetReservationRequest(saga_id=saga_id)
+        return _unary(INVENTORY, lambda s: s.GetReservation, request, timeout).then(
+            lambda r: r.reservation
+        )
+
+    @_Rpc
+    def set_stock(
+        product_id: str, quantity: int, *, timeout: float | None = None
+    ) -> _Unary[inventory.Stock]:
+        request = inventory.SetStockRequest(product_id=product_id, quantity=quantity)
+        return _unary(INVENTORY, lambda s: s.SetStock, request, timeout).then(lambda r: r.stock)
+
+    @_Rpc
+    def get_stock(product_id: str, *, timeout: float | None = None) -> _Unary[inventory.Stock]:
+        request = inventory.GetStockRequest(product_id=product_id)
+        return _unary(INVENTORY, lambda s: s.GetStock, request, timeout).then(lambda r: r.stock)
+
+    # --- shipping -------------------------------------------------------
+
+    @_Rpc
+    def create_shipment(
+        *,
+        saga_id: str,
+        order_id: str,
+        address: str,
+        fail: bool = False,
+        timeout: float | None = None,
+    ) -> _Unary[shipping.CreateShipmentResponse]:
+        request = shipping.CreateShipmentRequest(
+            saga_id=saga_id, order_id=order_id, address=address, fail=fail
+        )
+        return _unary(SHIPPING, lambda s: s.CreateShipment, request, timeout)
+
+    @_Rpc
+    def cancel_shipment(
+        saga_id: str, *, timeout: float | None = None
+    ) -> _Unary[shipping.CancelShipmentResponse]:
+        request = shipping.CancelShipmentRequest(saga_id=saga_id)
+        return _unary(SHIPPING, lambda s: s.CancelShipment, request, timeout)
+
+    @_Rpc
+    def get_shipment(saga_id: str, *, timeout: float | None = None) -> _Unary[shipping.Shipment]:
+        request = shipping.GetShipmentRequest(saga_id=saga_id)
+        return _unary(SHIPPING, lambda s: s.GetShipment, request, timeout).then(
+            lambda r: r.shipment
+        )
+
+
+# --- how a description is sent -------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Endpoint(Generic[StubT]):
+    """A service a client has a channel to: its stub, and its address for errors."""
+
+    service: str
+    address: str
+    stub: StubT
+
+    def error(self, error: grpc.RpcError) -> MinisagaError:
+        """The one place a failed call becomes a typed error."""
+        return from_grpc_error(error, service=self.service, address=self.address)
+
+
+class _Call(ABC, Generic[SyncT, AsyncT]):
+    """A described call: `send` makes it on a `Client`, `send_async` on an `AsyncClient`."""
+
+    @abstractmethod
+    def send(self, client: Client) -> SyncT: ...
+
+    @abstractmethod
+    def send_async(self, client: AsyncClient) -> AsyncT: ...
+
+
+@dataclass(frozen=True)
+class _Unary(_Call[OutT, Coroutine[Any, Any, OutT]]):
+    """A unary call: the service, its method, the request, and what of the response to return.
+
+    Its deadline is `timeout`, else the client's. Built by `_unary`, which types it.
+    """
+
+    service: _Service[Any]
+    method: Callable[[Any], Any]
+    request: object
+    timeout: float | None
+    pick: Callable[[Any], OutT]
+
+    def send(self, client: Client) -> OutT:
+        endpoint = client._endpoint(self.service)
+        method: grpc.UnaryUnaryMultiCallable[object, object] = self.method(endpoint.stub)
+        try:
+            response = method(self.request, timeout=client._deadline(self.timeout))
+        except grpc.RpcError as error:
+            raise endpoint.error(error) from error
+        return self.pick(response)
+
+    def then(self, pick: Callable[[OutT], NewT]) -> _Unary[NewT]:
+        """The same call, returning what `pick` takes of the result instead."""
+        first = self.pick
+        return _Unary(
+            self.service, self.method, self.request, self.timeout, lambda r: pick(first(r))
+        )
+
+    async def send_async(self, client: AsyncClient) -> OutT:
+        endpoint = client._endpoint(self.service)
+        method: grpc.aio.UnaryUnaryMultiCallable[object, object] = self.method(endpoint.stub)
+        try:
+            response = await method(self.request, timeout=client._deadline(self.timeout))
+        except grpc.RpcError as error:
+            raise endpoint.error(error) from error
+        return self.pick(response)
+
+
+@dataclass(frozen=True)
+class _Stream(_Call[Iterator[OutT], AsyncIterator[OutT]]):
+    """A server-streaming call: the service, its method, the request; no deadline unless `timeout`.
+
+    The address is checked when the method is called; the call starts with
+    the first message asked for, and ends when the caller stops asking.
+    """
+
+    service: _Service[Any]
+    method: Callable[[Any], Any]
+    request: object
+    timeout: float | None
+
+    def send(self, client: Client) -> Iterator[OutT]:
+        return self._receive(client._endpoint(self.service))
+
+    def send_async(self, client: AsyncClient) -> AsyncIterator[OutT]:
+        return self._receive_async(client._endpoint(self.service))
+
+    def _receive(self, endpoint: _Endpoint[Any]) -> Iterator[OutT]:
+        method: grpc.UnaryStreamMultiCallable[object, OutT] = self.method(endpoint.stub)
+        call = method(self.request, timeout=self.timeout)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise endpoint.error(error) from error
+        finally:
+            # grpc-stubs leaves RpcContext.cancel untyped, hence the annotated alias.
+            cancel: Callable[[], object] = call.cancel
+            cancel()
+
+    async def _receive_async(self, endpoint: _Endpoint[Any]) -> AsyncIterator[OutT]:
+        method: grpc.aio.UnaryStreamMultiCallable[object, OutT] = self.method(endpoint.stub)
+        call = method(self.request, timeout=self.timeout)
+        try:
+            async for response in call:
+                yield response
+        except grpc.RpcError as error:
+            raise endpoint.error(error) from error
+        finally:
+            call.cancel()
+
+
+# `method` picks the method from the service's stub, typed as the sync stub:
+# that checks the request's type and gives the response's. A stub on a
+# grpc.aio channel has the same methods, awaitable (the generated *AsyncStub).
+
+
+def _unary(
+    service: _Service[StubT],
+    method: Callable[[StubT], grpc.UnaryUnaryMultiCallable[ReqT, RespT]],
+    request: ReqT,
+    timeout: float | None,
+) -> _Unary[RespT]:
+    """A unary call of `method`, returning the whole response (`.then` takes a part)."""
+    return _Unary(service, method, request, timeout, lambda response: response)
+
+
+def _stream(
+    service: _Service[StubT],
+    method: Callable[[StubT], grpc.UnaryStreamMultiCallable[ReqT, RespT]],
+    request: ReqT,
+    timeout: float | None,
+) -> _Stream[RespT]:
+    """A server-streaming call of `method`."""
+    return _Stream(service, method, request, timeout)
+
+
+# --- the clients ------------------------------------------------------------
+
+
+class _Connection(Generic[ChannelT]):
+    """What both clients hold: a stub for each service given a channel, and the deadline."""
 
     def __init__(
         self,
-        orchestrator: grpc.Channel | None = None,
+        orchestrator: ChannelT | None = None,
         *,
-        payment: grpc.Channel | None = None,
-        inventory: grpc.Channel | None = None,
-        shipping: grpc.Channel | None = None,
+        payment: ChannelT | None = None,
+        inventory: ChannelT | None = None,
+        shipping: ChannelT | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         addresses: Mapping[str, str] | None = None,
     ) -> None:
         addresses = addresses or {}
         self.timeout = timeout
         """Seconds: the deadline of each unary call that sets none itself."""
-        self._orchestrator = _endpoint(
-            "orchestrator",
-            None
-            if orchestrator is None
-            else orchestrator_pb2_grpc.OrchestratorServiceStub(orchestrator),
-            addresses,
+        channels: dict[_Service[Any], ChannelT | None] = {
+            ORCHESTRATOR: orchestrator,
+            PAYMENT: payment,
+            INVENTORY: inventory,
+            SHIPPING: shipping,
+        }
+        self._endpoints: dict[str, _Endpoint[Any]] = {
+            service.name: _Endpoint(
+                service.name, addresses.get(service.name, ""), service.stub(channel)
+            )
+            for service, channel in channels.items()
+            if channel is not None
+        }
+        self._owned: list[ChannelT] = []
+
+    @classmethod
+    def _open(
+        cls,
+        channel: Callable[[str], ChannelT],
+        targets: Mapping[str, str | None],
+        timeout: float,
+    ) -> Self:
+        """A client on channels of its own to the services given a target; `close` closes them."""
+        addresses = {name: target for name, target in targets.items() if target is not None}
+        channels = {name: channel(target) for name, target in addresses.items()}
+        client = cls(
+            channels.get("orchestrator"),
+            payment=channels.get("payment"),
+            inventory=channels.get("inventory"),
+            shipping=channels.get("shipping"),
+            timeout=timeout,
+            addresses=addresses,
         )
-        self._payment = _endpoint(
-            "payment",
-            None if payment is None else payment_pb2_grpc.PaymentServiceStub(payment),
-            addresses,
-        )
-        self._inventory = _endpoint(
-            "inventory",
-            None if inventory is None else inventory_pb2_grpc.InventoryServiceStub(inventory),
-            addresses,
-        )
-        self._shipping = _endpoint(
-            "shipping",
-            None if shipping is None else shipping_pb2_grpc.ShippingServiceStub(shipping),
-            addresses,
-        )
-        self._owned: list[grpc.Channel] = []
+        client._owned.extend(channels.values())
+        return client
+
+    def _endpoint(self, service: _Service[StubT]) -> _Endpoint[StubT]:
+        endpoint = self._endpoints.get(service.name)
+        if endpoint is None:
+            raise ValueError(
+                f"this client has no {service.name} address: "
+                f"connect(..., {service.name}='host:port')"
+            )
+        return endpoint
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+
+class Client(_Connection[grpc.Channel], _Calls):
+    """A synchronous client of the orchestrator and, when given their channels, the participants.
+
+    Build one with `connect(...)`; or pass channels you own (the client then
+    does not close them), such as a `grpc_testing` channel in a test.
+    """
 
     def close(self) -> None:
         """Closes the channels `connect` opened."""
@@ -199,92 +587,6 @@ class Client:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _unary(
-        self,
-        endpoint: _Endpoint[Any],
-        method: grpc.UnaryUnaryMultiCallable[ReqT, RespT],
-        request: ReqT,
-        timeout: float | None,
-    ) -> RespT:
-        try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.RpcError as error:
-            raise from_grpc_error(
-                error, service=endpoint.service, address=endpoint.address
-            ) from error
-
-    @property
-    def _orch(self) -> _Endpoint[orchestrator_pb2_grpc.OrchestratorServiceStub]:
-        return _require(self._orchestrator, "orchestrator")
-
-    @property
-    def _pay(self) -> _Endpoint[payment_pb2_grpc.PaymentServiceStub]:
-        return _require(self._payment, "payment")
-
-    @property
-    def _inv(self) -> _Endpoint[inventory_pb2_grpc.InventoryServiceStub]:
-        return _require(self._inventory, "inventory")
-
-    @property
-    def _ship(self) -> _Endpoint[shipping_pb2_grpc.ShippingServiceStub]:
-        return _require(self._shipping, "shipping")
-
-    # --- orchestrator ---------------------------------------------------
-
-    def place_order(
-        self,
-        *,
-        product_id: str,
-        quantity: int,
-        amount: int,
-        currency: str = "",
-        address: str = "",
-        request_id: str | None = None,
-        fail_payment: bool = False,
-        fail_inventory: bool = False,
-        fail_shipping: bool = False,
-        timeout: float | None = None,
-    ) -> pb.PlaceOrderResponse:
-        """Places an order and waits for its saga to end, or for the deadline.
-
-        Without `request_id` a fresh one is sent, so a retry never starts a
-        second saga. If the deadline comes first the saga is returned as it
-        is (RUNNING) and goes on; `watch_saga` follows it.
-        """
-        request = _place_order_request(
-            product_id,
-            quantity,
-            amount,
-            currency,
-            address,
-            request_id,
-            fail_payment,
-            fail_inventory,
-            fail_shipping,
-        )
-        e = self._orch
-        return self._unary(e, e.stub.PlaceOrder, request, timeout)
-
-    def get_saga(self, saga_id: str, *, timeout: float | None = None) -> pb.Saga:
-        """The saga with its whole execution log."""
-        e = self._orch
-        return self._unary(e, e.stub.GetSaga, pb.GetSagaRequest(saga_id=saga_id), timeout).saga
-
-    def list_sagas(
-        self,
-        *,
-        status: pb.SagaStatus.ValueType | None = None,
-        page_size: int = 0,
-        page_token: str = "",
-        timeout: float | None = None,
-    ) -> pb.ListSagasResponse:
-        """One page of sagas, newest first; pass `next_page_token` back for the next."""
-        request = pb.ListSagasRequest(
-            status=_status(status), page_size=page_size, page_token=page_token
-        )
-        e = self._orch
-        return self._unary(e, e.stub.ListSagas, request, timeout)
 
     def iter_sagas(
         self,
@@ -304,147 +606,6 @@ class Client:
             if not token:
                 return
 
-    def watch_saga(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> Iterator[pb.WatchSagaResponse]:
-        """The saga's events as they happen, until it ends (no deadline unless `timeout`)."""
-        e = self._orch  # checked now; the call starts with the first event asked for
-        request = pb.WatchSagaRequest(saga_id=saga_id)
-        return self._stream(e, lambda: e.stub.WatchSaga(request, timeout=timeout))
-
-    @staticmethod
-    def _stream(
-        endpoint: _Endpoint[Any], start: Callable[[], grpc.CallIterator[RespT]]
-    ) -> Iterator[RespT]:
-        call = start()
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            raise from_grpc_error(
-                error, service=endpoint.service, address=endpoint.address
-            ) from error
-        finally:
-            # A caller that stops early ends the stream. (grpc-stubs leaves
-            # RpcContext.cancel untyped, hence the annotated alias.)
-            cancel: Callable[[], object] = call.cancel
-            cancel()
-
-    def get_order(self, order_id: str, *, timeout: float | None = None) -> pb.GetOrderResponse:
-        """The order and its saga."""
-        e = self._orch
-        return self._unary(e, e.stub.GetOrder, pb.GetOrderRequest(order_id=order_id), timeout)
-
-    def resume_saga(self, saga_id: str, *, timeout: float | None = None) -> pb.Saga:
-        """Retries the failed compensations of a FAILED saga; they run in the background."""
-        e = self._orch
-        request = pb.ResumeSagaRequest(saga_id=saga_id)
-        return self._unary(e, e.stub.ResumeSaga, request, timeout).saga
-
-    def cancel_saga(self, saga_id: str, *, timeout: float | None = None) -> pb.Saga:
-        """Stops a running saga; it compensates what it did, in the background."""
-        e = self._orch
-        request = pb.CancelSagaRequest(saga_id=saga_id)
-        return self._unary(e, e.stub.CancelSaga, request, timeout).saga
-
-    # --- payment --------------------------------------------------------
-
-    def charge(
-        self,
-        *,
-        saga_id: str,
-        order_id: str,
-        amount: int,
-        currency: str = "",
-        fail: bool = False,
-        timeout: float | None = None,
-    ) -> payment.ChargeResponse:
-        request = payment.ChargeRequest(
-            saga_id=saga_id, order_id=order_id, amount=amount, currency=currency, fail=fail
-        )
-        e = self._pay
-        return self._unary(e, e.stub.Charge, request, timeout)
-
-    def refund(
-        self, saga_id: str, *, reason: str = "", timeout: float | None = None
-    ) -> payment.RefundResponse:
-        e = self._pay
-        request = payment.RefundRequest(saga_id=saga_id, reason=reason)
-        return self._unary(e, e.stub.Refund, request, timeout)
-
-    def get_payment(self, saga_id: str, *, timeout: float | None = None) -> payment.Payment:
-        e = self._pay
-        request = payment.GetPaymentRequest(saga_id=saga_id)
-        return self._unary(e, e.stub.GetPayment, request, timeout).payment
-
-    # --- inventory ------------------------------------------------------
-
-    def reserve(
-        self,
-        *,
-        saga_id: str,
-        product_id: str,
-        quantity: int,
-        fail: bool = False,
-        timeout: float | None = None,
-    ) -> inventory.ReserveResponse:
-        request = inventory.ReserveRequest(
-            saga_id=saga_id, product_id=product_id, quantity=quantity, fail=fail
-        )
-        e = self._inv
-        return self._unary(e, e.stub.Reserve, request, timeout)
-
-    def release(self, saga_id: str, *, timeout: float | None = None) -> inventory.ReleaseResponse:
-        e = self._inv
-        return self._unary(e, e.stub.Release, inventory.ReleaseRequest(saga_id=saga_id), timeout)
-
-    def get_reservation(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> inventory.Reservation:
-        e = self._inv
-        request = inventory.GetReservationRequest(saga_id=saga_id)
-        return self._unary(e, e.stub.GetReservation, request, timeout).reservation
-
-    def set_stock(
-        self, product_id: str, quantity: int, *, timeout: float | None = None
-    ) -> inventory.Stock:
-        e = self._inv
-        request = inventory.SetStockRequest(product_id=product_id, quantity=quantity)
-        return self._unary(e, e.stub.SetStock, request, timeout).stock
-
-    def get_stock(self, product_id: str, *, timeout: float | None = None) -> inventory.Stock:
-        e = self._inv
-        request = inventory.GetStockRequest(product_id=product_id)
-        return self._unary(e, e.stub.GetStock, request, timeout).stock
-
-    # --- shipping -------------------------------------------------------
-
-    def create_shipment(
-        self,
-        *,
-        saga_id: str,
-        order_id: str,
-        address: str,
-        fail: bool = False,
-        timeout: float | None = None,
-    ) -> shipping.CreateShipmentResponse:
-        request = shipping.CreateShipmentRequest(
-            saga_id=saga_id, order_id=order_id, address=address, fail=fail
-        )
-        e = self._ship
-        return self._unary(e, e.stub.CreateShipment, request, timeout)
-
-    def cancel_shipment(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> shipping.CancelShipmentResponse:
-        e = self._ship
-        request = shipping.CancelShipmentRequest(saga_id=saga_id)
-        return self._unary(e, e.stub.CancelShipment, request, timeout)
-
-    def get_shipment(self, saga_id: str, *, timeout: float | None = None) -> shipping.Shipment:
-        e = self._ship
-        request = shipping.GetShipmentRequest(saga_id=saga_id)
-        return self._unary(e, e.stub.GetShipment, request, timeout).shipment
-
 
 def connect(
     address: str | None,
@@ -459,71 +620,15 @@ def connect(
     Channels connect lazily: an unreachable service is an `Unavailable` on
     the first call, after gRPC's retries.
     """
-    addresses = {
-        name: target
-        for name, target in {
-            "orchestrator": address,
-            "payment": payment,
-            "inventory": inventory,
-            "shipping": shipping,
-        }.items()
-        if target is not None
-    }
-    channels = {
-        name: grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
-        for name, target in addresses.items()
-    }
-    client = Client(
-        channels.get("orchestrator"),
-        payment=channels.get("payment"),
-        inventory=channels.get("inventory"),
-        shipping=channels.get("shipping"),
-        timeout=timeout,
-        addresses=addresses,
+    return Client._open(
+        lambda target: grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS)),
+        {"orchestrator": address, "payment": payment, "inventory": inventory, "shipping": shipping},
+        timeout,
     )
-    client._owned.extend(channels.values())
-    return client
 
 
-class AsyncClient:
+class AsyncClient(_Connection[grpc.aio.Channel], _Calls):
     """The asyncio (grpc.aio) twin of `Client`: the same methods, awaited."""
-
-    def __init__(
-        self,
-        orchestrator: grpc.aio.Channel | None = None,
-        *,
-        payment: grpc.aio.Channel | None = None,
-        inventory: grpc.aio.Channel | None = None,
-        shipping: grpc.aio.Channel | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        addresses: Mapping[str, str] | None = None,
-    ) -> None:
-        addresses = addresses or {}
-        self.timeout = timeout
-        """Seconds: the deadline of each unary call that sets none itself."""
-        self._orchestrator = _endpoint(
-            "orchestrator",
-            None
-            if orchestrator is None
-            else orchestrator_pb2_grpc.OrchestratorServiceStub(orchestrator),
-            addresses,
-        )
-        self._payment = _endpoint(
-            "payment",
-            None if payment is None else payment_pb2_grpc.PaymentServiceStub(payment),
-            addresses,
-        )
-        self._inventory = _endpoint(
-            "inventory",
-            None if inventory is None else inventory_pb2_grpc.InventoryServiceStub(inventory),
-            addresses,
-        )
-        self._shipping = _endpoint(
-            "shipping",
-            None if shipping is None else shipping_pb2_grpc.ShippingServiceStub(shipping),
-            addresses,
-        )
-        self._owned: list[grpc.aio.Channel] = []
 
     async def close(self) -> None:
         """Closes the channels `connect_async` opened."""
@@ -542,86 +647,6 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    async def _unary(
-        self,
-        endpoint: _Endpoint[Any],
-        method: grpc.aio.UnaryUnaryMultiCallable[ReqT, RespT],
-        request: ReqT,
-        timeout: float | None,
-    ) -> RespT:
-        try:
-            return await method(request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.RpcError as error:
-            raise from_grpc_error(
-                error, service=endpoint.service, address=endpoint.address
-            ) from error
-
-    @property
-    def _orch(self) -> _Endpoint[orchestrator_pb2_grpc.OrchestratorServiceAsyncStub]:
-        return _require(self._orchestrator, "orchestrator")
-
-    @property
-    def _pay(self) -> _Endpoint[payment_pb2_grpc.PaymentServiceAsyncStub]:
-        return _require(self._payment, "payment")
-
-    @property
-    def _inv(self) -> _Endpoint[inventory_pb2_grpc.InventoryServiceAsyncStub]:
-        return _require(self._inventory, "inventory")
-
-    @property
-    def _ship(self) -> _Endpoint[shipping_pb2_grpc.ShippingServiceAsyncStub]:
-        return _require(self._shipping, "shipping")
-
-    # --- orchestrator ---------------------------------------------------
-
-    async def place_order(
-        self,
-        *,
-        product_id: str,
-        quantity: int,
-        amount: int,
-        currency: str = "",
-        address: str = "",
-        request_id: str | None = None,
-        fail_payment: bool = False,
-        fail_inventory: bool = False,
-        fail_shipping: bool = False,
-        timeout: float | None = None,
-    ) -> pb.PlaceOrderResponse:
-        """See `Client.place_order`."""
-        request = _place_order_request(
-            product_id,
-            quantity,
-            amount,
-            currency,
-            address,
-            request_id,
-            fail_payment,
-            fail_inventory,
-            fail_shipping,
-        )
-        e = self._orch
-        return await self._unary(e, e.stub.PlaceOrder, request, timeout)
-
-    async def get_saga(self, saga_id: str, *, timeout: float | None = None) -> pb.Saga:
-        e = self._orch
-        request = pb.GetSagaRequest(saga_id=saga_id)
-        return (await self._unary(e, e.stub.GetSaga, request, timeout)).saga
-
-    async def list_sagas(
-        self,
-        *,
-        status: pb.SagaStatus.ValueType | None = None,
-        page_size: int = 0,
-        page_token: str = "",
-        timeout: float | None = None,
-    ) -> pb.ListSagasResponse:
-        request = pb.ListSagasRequest(
-            status=_status(status), page_size=page_size, page_token=page_token
-        )
-        e = self._orch
-        return await self._unary(e, e.stub.ListSagas, request, timeout)
-
     async def iter_sagas(
         self,
         *,
@@ -629,7 +654,7 @@ class AsyncClient:
         page_size: int = 0,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.Saga]:
-        """Every saga, newest first, page after page."""
+        """Every saga, newest first, page after page (each page one call)."""
         token = ""
         while True:
             page = await self.list_sagas(
@@ -641,141 +666,6 @@ class AsyncClient:
             if not token:
                 return
 
-    async def watch_saga(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> AsyncIterator[pb.WatchSagaResponse]:
-        """The saga's events as they happen, until it ends (no deadline unless `timeout`)."""
-        e = self._orch
-        call = e.stub.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=timeout)
-        try:
-            async for response in call:
-                yield response
-        except grpc.RpcError as error:
-            raise from_grpc_error(error, service=e.service, address=e.address) from error
-        finally:
-            call.cancel()
-
-    async def get_order(
-        self, order_id: str, *, timeout: float | None = None
-    ) -> pb.GetOrderResponse:
-        e = self._orch
-        request = pb.GetOrderRequest(order_id=order_id)
-        return await self._unary(e, e.stub.GetOrder, request, timeout)
-
-    async def resume_saga(self, saga_id: str, *, timeout: float | None = None) -> pb.Saga:
-        e = self._orch
-        request = pb.ResumeSagaRequest(saga_id=saga_id)
-        return (await self._unary(e, e.stub.ResumeSaga, request, timeout)).saga
-
-    async def cancel_saga(self, saga_id: str, *, timeout: float | None = None) -> pb.Saga:
-        e = self._orch
-        request = pb.CancelSagaRequest(saga_id=saga_id)
-        return (await self._unary(e, e.stub.CancelSaga, request, timeout)).saga
-
-    # --- payment --------------------------------------------------------
-
-    async def charge(
-        self,
-        *,
-        saga_id: str,
-        order_id: str,
-        amount: int,
-        currency: str = "",
-        fail: bool = False,
-        timeout: float | None = None,
-    ) -> payment.ChargeResponse:
-        request = payment.ChargeRequest(
-            saga_id=saga_id, order_id=order_id, amount=amount, currency=currency, fail=fail
-        )
-        e = self._pay
-        return await self._unary(e, e.stub.Charge, request, timeout)
-
-    async def refund(
-        self, saga_id: str, *, reason: str = "", timeout: float | None = None
-    ) -> payment.RefundResponse:
-        e = self._pay
-        request = payment.RefundRequest(saga_id=saga_id, reason=reason)
-        return await self._unary(e, e.stub.Refund, request, timeout)
-
-    async def get_payment(self, saga_id: str, *, timeout: float | None = None) -> payment.Payment:
-        e = self._pay
-        request = payment.GetPaymentRequest(saga_id=saga_id)
-        return (await self._unary(e, e.stub.GetPayment, request, timeout)).payment
-
-    # --- inventory ------------------------------------------------------
-
-    async def reserve(
-        self,
-        *,
-        saga_id: str,
-        product_id: str,
-        quantity: int,
-        fail: bool = False,
-        timeout: float | None = None,
-    ) -> inventory.ReserveResponse:
-        request = inventory.ReserveRequest(
-            saga_id=saga_id, product_id=product_id, quantity=quantity, fail=fail
-        )
-        e = self._inv
-        return await self._unary(e, e.stub.Reserve, request, timeout)
-
-    async def release(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> inventory.ReleaseResponse:
-        e = self._inv
-        request = inventory.ReleaseRequest(saga_id=saga_id)
-        return await self._unary(e, e.stub.Release, request, timeout)
-
-    async def get_reservation(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> inventory.Reservation:
-        e = self._inv
-        request = inventory.GetReservationRequest(saga_id=saga_id)
-        return (await self._unary(e, e.stub.GetReservation, request, timeout)).reservation
-
-    async def set_stock(
-        self, product_id: str, quantity: int, *, timeout: float | None = None
-    ) -> inventory.Stock:
-        e = self._inv
-        request = inventory.SetStockRequest(product_id=product_id, quantity=quantity)
-        return (await self._unary(e, e.stub.SetStock, request, timeout)).stock
-
-    async def get_stock(self, product_id: str, *, timeout: float | None = None) -> inventory.Stock:
-        e = self._inv
-        request = inventory.GetStockRequest(product_id=product_id)
-        return (await self._unary(e, e.stub.GetStock, request, timeout)).stock
-
-    # --- shipping -------------------------------------------------------
-
-    async def create_shipment(
-        self,
-        *,
-        saga_id: str,
-        order_id: str,
-        address: str,
-        fail: bool = False,
-        timeout: float | None = None,
-    ) -> shipping.CreateShipmentResponse:
-        request = shipping.CreateShipmentRequest(
-            saga_id=saga_id, order_id=order_id, address=address, fail=fail
-        )
-        e = self._ship
-        return await self._unary(e, e.stub.CreateShipment, request, timeout)
-
-    async def cancel_shipment(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> shipping.CancelShipmentResponse:
-        e = self._ship
-        request = shipping.CancelShipmentRequest(saga_id=saga_id)
-        return await self._unary(e, e.stub.CancelShipment, request, timeout)
-
-    async def get_shipment(
-        self, saga_id: str, *, timeout: float | None = None
-    ) -> shipping.Shipment:
-        e = self._ship
-        request = shipping.GetShipmentRequest(saga_id=saga_id)
-        return (await self._unary(e, e.stub.GetShipment, request, timeout)).shipment
-
 
 def connect_async(
     address: str | None,
@@ -786,27 +676,8 @@ def connect_async(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> AsyncClient:
     """An `AsyncClient` (grpc.aio); call it from a running event loop, `async with` it."""
-    addresses = {
-        name: target
-        for name, target in {
-            "orchestrator": address,
-            "payment": payment,
-            "inventory": inventory,
-            "shipping": shipping,
-        }.items()
-        if target is not None
-    }
-    channels = {
-        name: grpc.aio.insecure_channel(target, options=list(CHANNEL_OPTIONS))
-        for name, target in addresses.items()
-    }
-    client = AsyncClient(
-        channels.get("orchestrator"),
-        payment=channels.get("payment"),
-        inventory=channels.get("inventory"),
-        shipping=channels.get("shipping"),
-        timeout=timeout,
-        addresses=addresses,
+    return AsyncClient._open(
+        lambda target: grpc.aio.insecure_channel(target, options=list(CHANNEL_OPTIONS)),
+        {"orchestrator": address, "payment": payment, "inventory": inventory, "shipping": shipping},
+        timeout,
     )
-    client._owned.extend(channels.values())
-    return client
