@@ -117,7 +117,7 @@ run: $(STAMP)
 	mkdir -p $(DATA)
 	$(PY) -m service_kit.run_all --data-dir $(DATA)
 
-# The benchmark of issue 5: fresh services, direct baseline, correctness check,
+# The benchmark: fresh services, direct baseline, correctness check,
 # sagas in flight; a Markdown table on stdout, JSON in bench-results/.
 # make bench BENCH_ARGS=--quick for a smoke run; python -m bench --help for the rest.
 bench: $(STAMP)
