@@ -8,6 +8,9 @@
 
 `connect_async` is the grpc.aio twin. Failed calls raise the typed errors of
 `minisaga_client.errors` (`InvalidArgument`, `NotFound`, ...).
+
+`pip install minisaga` installs this library and the command alone (grpcio,
+protobuf, googleapis-common-protos); the servers need `minisaga[server]`.
 """
 
 from minisaga_client.client import (

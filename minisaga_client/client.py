@@ -316,9 +316,8 @@ class _Calls:
         saga_id: str, *, timeout: float | None = None
     ) -> _Unary[inventory.Reservation]:
         request = inventory.GetReservationRequest(saga_id=saga_id)
-        return _unary(INVENTORY, lambda s: s.GetReservation, request, timeout).then(
-            lambda r: r.reservation
-        )
+        call = _unary(INVENTORY, lambda s: s.GetReservation, request, timeout)
+        return call.then(lambda r: r.reservation)
 
     @_Rpc
     def set_stock(
@@ -358,9 +357,8 @@ class _Calls:
     @_Rpc
     def get_shipment(saga_id: str, *, timeout: float | None = None) -> _Unary[shipping.Shipment]:
         request = shipping.GetShipmentRequest(saga_id=saga_id)
-        return _unary(SHIPPING, lambda s: s.GetShipment, request, timeout).then(
-            lambda r: r.shipment
-        )
+        call = _unary(SHIPPING, lambda s: s.GetShipment, request, timeout)
+        return call.then(lambda r: r.shipment)
 
 
 # --- how a description is sent -------------------------------------------
