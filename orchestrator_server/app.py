@@ -18,14 +18,13 @@ from minisaga.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator_server.order_saga import place_order_saga
 from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE
 from orchestrator_server.saga.engine import SagaEngine
-from orchestrator_server.saga.postgres_store import DEFAULT_LEASE_TTL, PostgresSagaStore
 from orchestrator_server.saga.retry import (
     DEFAULT_ACTION_RETRY,
     DEFAULT_COMPENSATION_RETRY,
     RetryPolicy,
 )
 from orchestrator_server.saga.sqlite_store import SqliteSagaStore
-from orchestrator_server.saga.store import SagaStore
+from orchestrator_server.saga.store import DEFAULT_LEASE_TTL, SagaStore
 from orchestrator_server.service import OrchestratorService
 from service_kit.database import Synchronous
 from service_kit.server import DEFAULT_MAX_MESSAGE_BYTES, RunningServer, start_server
@@ -94,6 +93,9 @@ class Orchestrator:
 
 async def open_store(config: OrchestratorConfig) -> ClosableStore:
     if is_postgres(config.store):
+        # Imported here: asyncpg comes with the `postgres` extra, not with every install.
+        from orchestrator_server.saga.postgres_store import PostgresSagaStore
+
         store = await PostgresSagaStore(config.store, lease_ttl=config.lease_ttl).open()
         where = urlsplit(config.store)
         log.info(

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from orchestrator_server.saga.store import (
+    DEFAULT_LEASE_TTL,
     AttemptRecord,
     Cause,
     CompensationFailure,
@@ -61,8 +62,6 @@ if TYPE_CHECKING:  # asyncpg-stubs types it as generic; at run time it is not
     from asyncpg.pool import PoolConnectionProxy
 
     Connection = PoolConnectionProxy[asyncpg.Record]
-
-DEFAULT_LEASE_TTL = timedelta(seconds=10)
 
 MIGRATION_LOCK = 0x6D696E6973616761  # "minisaga": pg_advisory_xact_lock key of migrations
 

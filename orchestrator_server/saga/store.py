@@ -13,7 +13,11 @@ import enum
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
+
+DEFAULT_LEASE_TTL = timedelta(seconds=10)
+"""How long a replica owns a saga without renewing, on a store replicas share."""
 
 
 class SagaStatus(enum.StrEnum):

@@ -40,6 +40,8 @@ SERVER_CODE = (
     "shipping_server",
     "orchestrator_server",
 )
+POSTGRES_CODE = "orchestrator_server/saga/postgres_store.py"
+"""Imported only for a postgresql:// store: its imports are the `postgres` extra's."""
 INSTALLED = {"minisaga", "minisaga_client", *SERVER_CODE}
 """The top-level packages of the wheel: the client, the messages, and the servers.
 
@@ -64,6 +66,7 @@ def requirements(extra: str | None = None) -> set[str]:
 
 BASE = requirements()
 SERVER = requirements("server")
+POSTGRES = requirements("postgres")
 
 
 @functools.cache
@@ -97,11 +100,16 @@ def distribution(module: str) -> str | None:
     raise AssertionError(f"{module} is imported but not installed")
 
 
-def imports(packages: Iterable[str]) -> dict[str, set[str]]:
-    """Each distribution the code of `packages` imports, and the files that import it."""
+def imports(packages: Iterable[str], *, leave_out: str = "") -> dict[str, set[str]]:
+    """Each distribution the code of `packages` (files or folders, less `leave_out`)
+    imports, and the files that import it."""
     found: dict[str, set[str]] = {}
     for package in packages:
-        for file in sorted((ROOT / package).rglob("*.py")):
+        path = ROOT / package
+        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        for file in files:
+            if file == ROOT / leave_out:
+                continue
             for node in ast.walk(ast.parse(file.read_text(), str(file))):
                 if isinstance(node, ast.Import):
                     modules = [alias.name for alias in node.names]
@@ -122,16 +130,21 @@ def test_the_base_install_is_what_the_client_imports() -> None:
 
 
 def test_the_server_extra_is_what_the_servers_import_beyond_the_base() -> None:
-    used = imports(SERVER_CODE)
+    used = imports(SERVER_CODE, leave_out=POSTGRES_CODE)
     assert set(used) - BASE == SERVER, f"the servers import {used}; [server] lists {SERVER}"
     assert SERVER.isdisjoint(BASE)
-    assert {"asyncpg", "grpcio-health-checking", "grpcio-reflection"} <= SERVER
+    assert {"grpcio-health-checking", "grpcio-reflection"} <= SERVER
 
 
-def test_postgres_brings_the_servers_and_dev_brings_every_extra() -> None:
+def test_postgres_brings_the_servers_and_what_the_postgres_store_imports() -> None:
     extras = PROJECT["optional-dependencies"]
     assert "minisaga[server]" in extras["postgres"]
-    assert "asyncpg" in requirements("postgres")
+    used = imports([POSTGRES_CODE])
+    assert set(used) - BASE - SERVER == POSTGRES == {"asyncpg"}
+
+
+def test_dev_brings_every_extra() -> None:
+    extras = PROJECT["optional-dependencies"]
     dev = [r for r in extras["dev"] if canonical(r) == "minisaga"]
     assert dev == ["minisaga[server,postgres]"], (
         "make install must still get every server dependency"
@@ -222,12 +235,12 @@ sys.exit(main(sys.argv[2:]))
 
 
 def server_modules() -> set[str]:
-    """The top-level modules that only the server extra's distributions provide."""
+    """The top-level modules that only the server extras' distributions provide."""
     providers = importlib.metadata.packages_distributions()
     return {
         module
         for module, dists in providers.items()
-        if {canonical(d) for d in dists} <= SERVER - BASE
+        if {canonical(d) for d in dists} <= (SERVER | POSTGRES) - BASE
     }
 
 
