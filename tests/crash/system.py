@@ -2,9 +2,17 @@
 
 An orchestrator started with `--crash-at CHECKPOINT:N` SIGKILLs itself the Nth
 time its engine passes CHECKPOINT (orchestrator_server/__main__.py). A
-`Scenario` drives one orchestrator database through such crashes — every
-round re-sends every order with its `request_id` — and then through a clean
-restart, after which `verify` checks every saga against the participants.
+`Scenario` sends its orders once, to the first orchestrator, and drives its
+database through such crashes and then through a clean restart. After a
+crash no client sends anything: each restarted orchestrator must find and
+finish the sagas by itself, at start-up, and its sweep for sagas nobody
+drives runs only once an hour, so it cannot be what finishes them. `verify`
+then checks every saga against the participants.
+
+After every crash, the participants' call logs (`--call-log`) are checked
+against the dead orchestrator's saga log: every call a participant received
+must be an attempt the log recorded, since attempts are written before their
+RPC is sent.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +32,7 @@ from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
+from service_kit.call_log import read_call_log
 from tests.harness import Subprocess, wait_until
 
 FAST_RETRIES = (
@@ -31,6 +40,8 @@ FAST_RETRIES = (
     "--action-max-backoff-ms", "20",
     "--compensation-max-backoff-ms", "20",
 )  # fmt: skip
+NO_SWEEP = ("--recover-every-seconds", "3600")
+"""The sweep for sagas nobody drives: an hour away, so only start-up recovery acts."""
 PLACE_ORDER_DEADLINE = 30.0
 """Generous: in a crash round the calls end when the process dies, not by deadline."""
 CRASH_TIMEOUT = 30.0
@@ -45,11 +56,18 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Participants:
-    """Addresses of the three participant processes."""
+    """Addresses of the three participant processes, and their call logs."""
 
     payment: str
     inventory: str
     shipping: str
+    call_logs: tuple[Path, ...] = ()
+
+    def calls(self, saga_ids: Collection[str]) -> list[tuple[str, str, str]]:
+        """(saga_id, "step/phase/number", method) of every call received for these sagas."""
+        return [
+            call for log in self.call_logs for call in read_call_log(log) if call[0] in saga_ids
+        ]
 
     def flags(self) -> list[str]:
         return [
@@ -107,9 +125,16 @@ class LogAtCrash:
     """Attempts written ahead whose outcome was never recorded."""
     latest_deadline_ms: int
     """The latest deadline of an unfinished saga (epoch ms), 0 if none."""
+    saga_ids: dict[str, str] = field(default_factory=dict)
+    """request_id -> saga_id of every saga in the log."""
+    attempts: frozenset[tuple[str, str]] = frozenset()
+    """(saga_id, "step/phase/number") of every attempt in the log, as the
+    orchestrator names it to participants in its `minisaga-attempt` metadata."""
 
 
 def read_log(db: Path) -> LogAtCrash:
+    if not db.exists():  # died before it created the log
+        return LogAtCrash(0, 0, 0, 0)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         sagas, unfinished, latest_deadline_ms = conn.execute(
@@ -120,9 +145,23 @@ def read_log(db: Path) -> LogAtCrash:
         (open_attempts,) = conn.execute(
             "SELECT count(*) FROM attempts WHERE code IS NULL"
         ).fetchone()
+        saga_ids = dict(conn.execute("SELECT request_id, saga_id FROM sagas").fetchall())
+        attempts = frozenset(
+            (saga_id, f"{step}/{phase}/{number}")
+            for saga_id, step, phase, number in conn.execute(
+                "SELECT saga_id, step, phase, number FROM attempts"
+            )
+        )
     finally:
         conn.close()
-    return LogAtCrash(int(sagas), int(unfinished), int(open_attempts), latest_deadline_ms or 0)
+    return LogAtCrash(
+        int(sagas),
+        int(unfinished),
+        int(open_attempts),
+        latest_deadline_ms or 0,
+        saga_ids,
+        attempts,
+    )
 
 
 async def place_all(address: str, orders: Sequence[Order]) -> dict[str, Reply]:
@@ -160,7 +199,7 @@ class Verdict:
 class CrashRound:
     crash_at: str
     replies: dict[str, Reply]
-    """Empty when the process died while recovering, before it served."""
+    """Empty when no order was sent: in every round after the first."""
     log: LogAtCrash
 
 
@@ -173,7 +212,7 @@ class Scenario:
     orders: list[Order]
     processes: list[Subprocess] = field(default_factory=list)
     saga_ids: dict[str, str] = field(default_factory=dict)
-    """request_id -> saga_id, as first answered by PlaceOrder."""
+    """request_id -> saga_id, as first answered by PlaceOrder (before the first crash)."""
     ended_before: dict[str, pb.SagaStatus.ValueType] = field(default_factory=dict)
     """saga_id -> the terminal status PlaceOrder answered before a later crash."""
     saga_deadline_seconds: float = 60.0
@@ -194,6 +233,7 @@ class Scenario:
                 "--db", str(self.db),
                 *self.participants.flags(),
                 *FAST_RETRIES,
+                *NO_SWEEP,
                 "--saga-deadline-seconds", str(self.saga_deadline_seconds),
                 "--crash-at", crash_at,  # always given: "" also overrides the env default
             ],
@@ -214,24 +254,46 @@ class Scenario:
             process.kill()
 
     async def crash_round(self, crash_at: str) -> CrashRound:
-        """Starts with crash_at, sends every order, and waits for the process to die."""
+        """Starts with crash_at and waits for the process to die. The first round sends
+        every order; a later one sends nothing: the process dies recovering by itself."""
+        sends = not self.processes
         process = self.start(crash_at)
-        if process is None:
-            return CrashRound(crash_at, {}, read_log(self.db))
-        replies = await place_all(process.address, self.orders)
-        errors = {rid: r for rid, r in replies.items() if isinstance(r, grpc.aio.AioRpcError)}
-        assert errors, (
-            f"{crash_at} was never reached: every order ended without a crash; pick a smaller N"
-        )
-        unexpected = {rid: e.code() for rid, e in errors.items()}
-        unexpected = {rid: c for rid, c in unexpected.items() if c != grpc.StatusCode.UNAVAILABLE}
-        assert not unexpected, f"PlaceOrder failed other than by the crash: {unexpected}"
-        code = await wait_for_exit(process, CRASH_TIMEOUT)
-        assert code == -signal.SIGKILL, f"exit {code}, not the crash:\n{process.log()}"
+        replies: dict[str, Reply] = {}
+        if process is not None and sends:
+            replies = await place_all(process.address, self.orders)
+            errors = {rid: r for rid, r in replies.items() if isinstance(r, grpc.aio.AioRpcError)}
+            assert errors, (
+                f"{crash_at} was never reached: every order ended without a crash; pick a smaller N"
+            )
+            unexpected = {rid: e.code() for rid, e in errors.items()}
+            unexpected = {
+                rid: c for rid, c in unexpected.items() if c != grpc.StatusCode.UNAVAILABLE
+            }
+            assert not unexpected, f"PlaceOrder failed other than by the crash: {unexpected}"
+        if process is not None:
+            code = await wait_for_exit(process, CRASH_TIMEOUT)
+            assert code == -signal.SIGKILL, f"exit {code}, not the crash:\n{process.log()}"
         for reply in replies.values():
             if isinstance(reply, pb.PlaceOrderResponse):
                 self._remember(reply)
-        return CrashRound(crash_at, replies, read_log(self.db))
+        log = read_log(self.db)
+        self._check_written_ahead(log)
+        return CrashRound(crash_at, replies, log)
+
+    def _check_written_ahead(self, log: LogAtCrash) -> None:
+        """Every call a participant received is an attempt the dead orchestrator had
+        recorded: it wrote each attempt before sending it."""
+        unrecorded = sorted(
+            {
+                (saga_id, attempt, method)
+                for saga_id, attempt, method in self.participants.calls(log.saga_ids.values())
+                if (saga_id, attempt) not in log.attempts
+            }
+        )
+        assert not unrecorded, (
+            f"{len(unrecorded)} call(s) reached participants with no attempt in the log, "
+            f"such as {unrecorded[:3]}"
+        )
 
     def _remember(self, reply: pb.PlaceOrderResponse) -> None:
         request_id = reply.saga.request_id
@@ -247,34 +309,44 @@ class Scenario:
             )
 
     async def recover_and_verify(self) -> Verdict:
-        """Restarts without --crash-at, re-sends every order, checks every saga once it
-        ended, and stops the orchestrator cleanly."""
-        process = await self.recover()
+        """Restarts without --crash-at, sends nothing, checks every saga once it ended,
+        then that re-sending an order answers its saga as it ended (request_id dedup
+        across the crashes), and stops the orchestrator cleanly."""
+        process = self.start()
+        assert process is not None
         verdict = await self.verify(process.address)
         assert not verdict.problems, "\n".join(verdict.problems)
+        await self._resend_answers_the_same(process.address, verdict)
         code = process.terminate()
         assert code == 0, f"the orchestrator stopped with {code}:\n{process.log()}"
         return verdict
 
-    async def recover(self) -> Subprocess:
-        """Restarts without --crash-at and re-sends every order; returns the process."""
-        process = self.start()
-        assert process is not None
-        replies = await place_all(process.address, self.orders)
-        errors = {
-            rid: (r.code(), r.details())
-            for rid, r in replies.items()
-            if isinstance(r, grpc.aio.AioRpcError)
-        }
-        assert not errors, f"PlaceOrder failed after the clean restart: {errors}"
-        for reply in replies.values():
-            assert isinstance(reply, pb.PlaceOrderResponse)
-            self._remember(reply)
-        return process
+    async def _resend_answers_the_same(self, address: str, verdict: Verdict) -> None:
+        orders = [o for o in self.orders if o.request_id in verdict.sagas]
+        replies = await place_all(address, orders)
+        for order in orders:
+            reply, saga = replies[order.request_id], verdict.sagas[order.request_id]
+            assert isinstance(reply, pb.PlaceOrderResponse), reply
+            assert (reply.saga_id, reply.status) == (saga.saga_id, saga.status), (
+                f"{order.request_id} answered {reply.saga_id} {reply.status} once more, "
+                f"not {saga.saga_id} {saga.status}"
+            )
 
     async def verify(self, address: str) -> Verdict:
-        """Every saga once ended, and every way the sagas, the log and the participants
-        disagree."""
+        """Every saga of the log once ended, and every way the sagas, the log and the
+        participants disagree. An order whose saga was never created (the first
+        orchestrator died before) is not in the log, and no participant heard of it."""
+        log = read_log(self.db)
+        problems: list[str] = []
+        for request_id, saga_id in self.saga_ids.items():
+            if log.saga_ids.get(request_id) != saga_id:
+                problems.append(
+                    f"{request_id} was answered saga {saga_id}; the log has "
+                    f"{log.saga_ids.get(request_id)}"
+                )
+        orders = [o for o in self.orders if o.request_id in log.saga_ids]
+        if not orders:
+            problems.append("no saga was created at all")
         async with (
             grpc.aio.insecure_channel(address) as orchestrator,
             grpc.aio.insecure_channel(self.participants.payment) as payment,
@@ -289,17 +361,14 @@ class Scenario:
                 shipping_pb2_grpc.ShippingServiceStub(shipping),
             )
             sagas = await asyncio.gather(
-                *(checker.wait_ended(self.saga_ids[o.request_id]) for o in self.orders)
+                *(checker.wait_ended(log.saga_ids[o.request_id]) for o in orders)
             )
-            problems: list[str] = []
-            for order, saga in zip(self.orders, sagas, strict=True):
+            for order, saga in zip(orders, sagas, strict=True):
                 problems += self._check_saga(order, saga)
                 problems += await checker.participants_agree(order, saga)
-            problems += await checker.listing_matches(self.orders, self.saga_ids)
-            problems += await checker.stock_matches(self.orders, sagas)
-            return Verdict(
-                {o.request_id: s for o, s in zip(self.orders, sagas, strict=True)}, problems
-            )
+            problems += await checker.listing_matches(orders, log.saga_ids)
+            problems += await checker.stock_matches(self.orders, orders, sagas)
+            return Verdict({o.request_id: s for o, s in zip(orders, sagas, strict=True)}, problems)
 
     def _check_saga(self, order: Order, saga: pb.Saga) -> list[str]:
         name = f"saga {saga.saga_id} ({order.request_id})"
@@ -420,8 +489,12 @@ class _Checker:
             problems.append(f"the log's sagas {by_request} are not the ones answered {expected}")
         return problems
 
-    async def stock_matches(self, orders: Sequence[Order], sagas: Sequence[pb.Saga]) -> list[str]:
-        [product_id] = {o.product_id for o in orders}
+    async def stock_matches(
+        self, every_order: Sequence[Order], orders: Sequence[Order], sagas: Sequence[pb.Saga]
+    ) -> list[str]:
+        """The stock held is what the COMPLETED sagas of `orders` took; the orders
+        with no saga took nothing."""
+        [product_id] = {o.product_id for o in every_order}
         request = inventory_pb2.GetStockRequest(product_id=product_id)
         stock = (await self.inventory.GetStock(request)).stock
         held = sum(

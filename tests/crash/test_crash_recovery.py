@@ -2,12 +2,16 @@
 
 Each case starts `python -m orchestrator_server --crash-at CHECKPOINT:N` on a
 fresh saga log, fires 36 PlaceOrders at once (a third failing at Reserve, a
-third at Ship) and waits for the process to kill itself. The orchestrator is
-restarted on the same log without --crash-at, every order is sent again with
-its request_id, and then for every saga: it is COMPLETED or COMPENSATED, its
-log has no attempt without a code, and Payment, Inventory and Shipping agree
-with it (charged, reserved and shipped exactly when COMPLETED); the stock held
-is what the COMPLETED sagas took, and the log holds one saga per request_id.
+third at Ship) and waits for the process to kill itself. At that moment every
+call the participants received must be an attempt the log recorded (written
+ahead of its RPC). The orchestrator is restarted on the same log without
+--crash-at and nobody sends it anything (its sweep for stray sagas is an hour
+away): start-up recovery alone must finish every saga in the log. Then for
+every saga: it is COMPLETED or COMPENSATED, its log has no attempt without a
+code, and Payment, Inventory and Shipping agree with it (charged, reserved and
+shipped exactly when COMPLETED); the stock held is what the COMPLETED sagas
+took, and the log holds one saga per request_id. Last, each order is sent
+again and answers its saga as it ended.
 
 The participants are real processes shared by the module, with faults that
 widen the crash windows and force retries and compensations: Payment adds
@@ -79,12 +83,18 @@ LEAVES_AN_OPEN_ATTEMPT = {
 def participants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Participants]:
     folder = tmp_path_factory.mktemp("participants")
     processes: list[Subprocess] = []
+    call_logs = tuple(folder / f"{module}.calls" for module in PARTICIPANT_FLAGS)
     try:
-        for module, flags in PARTICIPANT_FLAGS.items():
-            args = ["--listen", "127.0.0.1:0", "--db", str(folder / f"{module}.db"), *flags]
+        for (module, flags), calls in zip(PARTICIPANT_FLAGS.items(), call_logs, strict=True):
+            args = [
+                "--listen", "127.0.0.1:0",
+                "--db", str(folder / f"{module}.db"),
+                "--call-log", str(calls),
+                *flags,
+            ]  # fmt: skip
             processes.append(Subprocess(module, args, folder / f"{module}.log").start())
         payment, inventory, shipping = (p.address for p in processes)
-        yield Participants(payment, inventory, shipping)
+        yield Participants(payment, inventory, shipping, call_logs)
     finally:
         codes = {}
         for process in processes:
@@ -124,7 +134,8 @@ async def test_a_kill_at_any_checkpoint_is_recovered(
 
 
 async def test_three_kills_in_a_row_then_a_clean_restart(scenario: Scenario) -> None:
-    """Each restart recovers the last one's sagas and is killed again while it does."""
+    """Each restart recovers the last one's sagas by itself (no order is sent again)
+    and is killed again while it does."""
     rounds = [
         "action-rpc-returned:20",
         "action-attempt-recorded:1",  # dies on the first saga it recovers
