@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from minisaga.inventory.v1 import inventory_pb2 as pb
 from minisaga.inventory.v1 import inventory_pb2_grpc
 
-from service_kit import errors, validation
+from service_kit import errors, paging, validation
 from service_kit.clock import now_ms, timestamp
 from service_kit.database import Database
 from service_kit.errors import Context, FieldViolation
@@ -161,6 +161,16 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
         return response
 
     @errors.rpc_errors(DOMAIN)
+    @errors.rpc_errors(DOMAIN)
+    async def ListReservations(
+        self, request: pb.ListReservationsRequest, context: Context
+    ) -> pb.ListReservationsResponse:
+        wanted = paging.page(request.page_size, request.page_token)
+        rows, token = await self.db.run(lambda conn: paging.select(conn, "reservations", wanted))
+        return pb.ListReservationsResponse(
+            reservations=[_reservation(row) for row in rows], next_page_token=token
+        )
+
     async def GetReservation(
         self, request: pb.GetReservationRequest, context: Context
     ) -> pb.GetReservationResponse:

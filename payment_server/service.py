@@ -12,7 +12,7 @@ import uuid
 from minisaga.payment.v1 import payment_pb2 as pb
 from minisaga.payment.v1 import payment_pb2_grpc
 
-from service_kit import errors, validation
+from service_kit import errors, paging, validation
 from service_kit.clock import now_ms, timestamp
 from service_kit.database import Database
 from service_kit.errors import Context
@@ -144,6 +144,16 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         return response
 
     @errors.rpc_errors(DOMAIN)
+    @errors.rpc_errors(DOMAIN)
+    async def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: Context
+    ) -> pb.ListPaymentsResponse:
+        wanted = paging.page(request.page_size, request.page_token)
+        rows, token = await self.db.run(lambda conn: paging.select(conn, "payments", wanted))
+        return pb.ListPaymentsResponse(
+            payments=[_payment(row) for row in rows], next_page_token=token
+        )
+
     async def GetPayment(
         self, request: pb.GetPaymentRequest, context: Context
     ) -> pb.GetPaymentResponse:

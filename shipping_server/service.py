@@ -12,7 +12,7 @@ import uuid
 from minisaga.shipping.v1 import shipping_pb2 as pb
 from minisaga.shipping.v1 import shipping_pb2_grpc
 
-from service_kit import errors, validation
+from service_kit import errors, paging, validation
 from service_kit.clock import now_ms, timestamp
 from service_kit.database import Database
 from service_kit.errors import Context
@@ -126,6 +126,16 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
         return response
 
     @errors.rpc_errors(DOMAIN)
+    @errors.rpc_errors(DOMAIN)
+    async def ListShipments(
+        self, request: pb.ListShipmentsRequest, context: Context
+    ) -> pb.ListShipmentsResponse:
+        wanted = paging.page(request.page_size, request.page_token)
+        rows, token = await self.db.run(lambda conn: paging.select(conn, "shipments", wanted))
+        return pb.ListShipmentsResponse(
+            shipments=[_shipment(row) for row in rows], next_page_token=token
+        )
+
     async def GetShipment(
         self, request: pb.GetShipmentRequest, context: Context
     ) -> pb.GetShipmentResponse:

@@ -90,6 +90,10 @@ class Driver(ABC):
                 return None
             raise
 
+    @abstractmethod
+    async def list_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[str], str]:
+        """One page of the List* RPC: the sagas of its records, and the next token."""
+
     async def snapshot(self) -> Snapshot:
         """Every row of every table of the participant, in key order."""
 
@@ -141,6 +145,11 @@ class PaymentDriver(Driver):
         response = await self.stub.GetPayment(payment_pb2.GetPaymentRequest(saga_id=saga_id))
         return self._record(response.payment)
 
+    async def list_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[str], str]:
+        request = payment_pb2.ListPaymentsRequest(page_size=page_size, page_token=page_token)
+        response = await self.stub.ListPayments(request)
+        return [p.saga_id for p in response.payments], response.next_page_token
+
 
 class InventoryDriver(Driver):
     name = "inventory"
@@ -183,6 +192,11 @@ class InventoryDriver(Driver):
         response = await self.stub.GetReservation(request)
         return self._record(response.reservation)
 
+    async def list_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[str], str]:
+        request = inventory_pb2.ListReservationsRequest(page_size=page_size, page_token=page_token)
+        response = await self.stub.ListReservations(request)
+        return [r.saga_id for r in response.reservations], response.next_page_token
+
 
 class ShippingDriver(Driver):
     name = "shipping"
@@ -223,6 +237,11 @@ class ShippingDriver(Driver):
     async def _get(self, saga_id: str) -> Record:
         response = await self.stub.GetShipment(shipping_pb2.GetShipmentRequest(saga_id=saga_id))
         return self._record(response.shipment)
+
+    async def list_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[str], str]:
+        request = shipping_pb2.ListShipmentsRequest(page_size=page_size, page_token=page_token)
+        response = await self.stub.ListShipments(request)
+        return [s.saga_id for s in response.shipments], response.next_page_token
 
 
 async def _start_payment(directory: Path) -> Driver:

@@ -54,6 +54,11 @@ class InventoryServiceStub:
                 request_serializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationRequest.SerializeToString,
                 response_deserializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationResponse.FromString,
                 _registered_method=True)
+        self.ListReservations = channel.unary_unary(
+                '/minisaga.inventory.v1.InventoryService/ListReservations',
+                request_serializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsRequest.SerializeToString,
+                response_deserializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsResponse.FromString,
+                _registered_method=True)
         self.SetStock = channel.unary_unary(
                 '/minisaga.inventory.v1.InventoryService/SetStock',
                 request_serializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.SetStockRequest.SerializeToString,
@@ -95,6 +100,14 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReservations(self, request, context):
+        """Lists every saga's record, ordered by saga_id, a page at a time: what
+        `minisaga audit` compares with the saga log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetStock(self, request, context):
         """Sets the available quantity of a product, creating the product if new.
         """
@@ -126,6 +139,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.GetReservation,
                     request_deserializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationRequest.FromString,
                     response_serializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationResponse.SerializeToString,
+            ),
+            'ListReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReservations,
+                    request_deserializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsRequest.FromString,
+                    response_serializer=minisaga_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsResponse.SerializeToString,
             ),
             'SetStock': grpc.unary_unary_rpc_method_handler(
                     servicer.SetStock,
@@ -224,6 +242,33 @@ class InventoryService:
             '/minisaga.inventory.v1.InventoryService/GetReservation',
             minisaga_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationRequest.SerializeToString,
             minisaga_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minisaga.inventory.v1.InventoryService/ListReservations',
+            minisaga_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsRequest.SerializeToString,
+            minisaga_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class InventoryServiceStub:
     """Puts the saga's reserved units back; never fails for "nothing to release"."""
     GetReservation: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetReservationRequest, _inventory_pb2.GetReservationResponse]
     """Reads the saga's reservation (NOT_FOUND when there is none)."""
+    ListReservations: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListReservationsRequest, _inventory_pb2.ListReservationsResponse]
+    """Lists every saga's record, ordered by saga_id, a page at a time: what
+    `minisaga audit` compares with the saga log.
+    """
     SetStock: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.SetStockRequest, _inventory_pb2.SetStockResponse]
     """Sets the available quantity of a product, creating the product if new."""
     GetStock: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetStockRequest, _inventory_pb2.GetStockResponse]
@@ -65,6 +69,10 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Puts the saga's reserved units back; never fails for "nothing to release"."""
     GetReservation: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetReservationRequest, _inventory_pb2.GetReservationResponse]  # type: ignore[assignment]
     """Reads the saga's reservation (NOT_FOUND when there is none)."""
+    ListReservations: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListReservationsRequest, _inventory_pb2.ListReservationsResponse]  # type: ignore[assignment]
+    """Lists every saga's record, ordered by saga_id, a page at a time: what
+    `minisaga audit` compares with the saga log.
+    """
     SetStock: _aio.UnaryUnaryMultiCallable[_inventory_pb2.SetStockRequest, _inventory_pb2.SetStockResponse]  # type: ignore[assignment]
     """Sets the available quantity of a product, creating the product if new."""
     GetStock: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetStockRequest, _inventory_pb2.GetStockResponse]  # type: ignore[assignment]
@@ -101,6 +109,16 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.GetReservationResponse, _abc.Awaitable[_inventory_pb2.GetReservationResponse]]:
         """Reads the saga's reservation (NOT_FOUND when there is none)."""
+
+    @_abc_1.abstractmethod
+    def ListReservations(
+        self,
+        request: _inventory_pb2.ListReservationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListReservationsResponse, _abc.Awaitable[_inventory_pb2.ListReservationsResponse]]:
+        """Lists every saga's record, ordered by saga_id, a page at a time: what
+        `minisaga audit` compares with the saga log.
+        """
 
     @_abc_1.abstractmethod
     def SetStock(

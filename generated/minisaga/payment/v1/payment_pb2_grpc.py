@@ -55,6 +55,11 @@ class PaymentServiceStub:
                 request_serializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.GetPaymentResponse.FromString,
                 _registered_method=True)
+        self.ListPayments = channel.unary_unary(
+                '/minisaga.payment.v1.PaymentService/ListPayments',
+                request_serializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.SerializeToString,
+                response_deserializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -87,6 +92,14 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPayments(self, request, context):
+        """Lists every saga's record, ordered by saga_id, a page at a time: what
+        `minisaga audit` compares with the saga log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +117,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.GetPayment,
                     request_deserializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.FromString,
                     response_serializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.GetPaymentResponse.SerializeToString,
+            ),
+            'ListPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPayments,
+                    request_deserializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.FromString,
+                    response_serializer=minisaga_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -193,6 +211,33 @@ class PaymentService:
             '/minisaga.payment.v1.PaymentService/GetPayment',
             minisaga_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
             minisaga_dot_payment_dot_v1_dot_payment__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minisaga.payment.v1.PaymentService/ListPayments',
+            minisaga_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.SerializeToString,
+            minisaga_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

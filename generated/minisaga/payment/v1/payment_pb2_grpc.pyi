@@ -45,6 +45,10 @@ class PaymentServiceStub:
     """Refunds the saga's charge; never fails for "nothing to refund"."""
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]
     """Reads the saga's payment record (NOT_FOUND when there is none)."""
+    ListPayments: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]
+    """Lists every saga's record, ordered by saga_id, a page at a time: what
+    `minisaga audit` compares with the saga log.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -63,6 +67,10 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Refunds the saga's charge; never fails for "nothing to refund"."""
     GetPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]  # type: ignore[assignment]
     """Reads the saga's payment record (NOT_FOUND when there is none)."""
+    ListPayments: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]  # type: ignore[assignment]
+    """Lists every saga's record, ordered by saga_id, a page at a time: what
+    `minisaga audit` compares with the saga log.
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentService charges and refunds, one payment per saga.
@@ -96,5 +104,15 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.GetPaymentResponse, _abc.Awaitable[_payment_pb2.GetPaymentResponse]]:
         """Reads the saga's payment record (NOT_FOUND when there is none)."""
+
+    @_abc_1.abstractmethod
+    def ListPayments(
+        self,
+        request: _payment_pb2.ListPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListPaymentsResponse, _abc.Awaitable[_payment_pb2.ListPaymentsResponse]]:
+        """Lists every saga's record, ordered by saga_id, a page at a time: what
+        `minisaga audit` compares with the saga log.
+        """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -54,6 +54,11 @@ class ShippingServiceStub:
                 request_serializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.GetShipmentRequest.SerializeToString,
                 response_deserializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.GetShipmentResponse.FromString,
                 _registered_method=True)
+        self.ListShipments = channel.unary_unary(
+                '/minisaga.shipping.v1.ShippingService/ListShipments',
+                request_serializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.ListShipmentsRequest.SerializeToString,
+                response_deserializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.ListShipmentsResponse.FromString,
+                _registered_method=True)
 
 
 class ShippingServiceServicer:
@@ -85,6 +90,14 @@ class ShippingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListShipments(self, request, context):
+        """Lists every saga's record, ordered by saga_id, a page at a time: what
+        `minisaga audit` compares with the saga log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShippingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +115,11 @@ def add_ShippingServiceServicer_to_server(servicer, server):
                     servicer.GetShipment,
                     request_deserializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.GetShipmentRequest.FromString,
                     response_serializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.GetShipmentResponse.SerializeToString,
+            ),
+            'ListShipments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShipments,
+                    request_deserializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.ListShipmentsRequest.FromString,
+                    response_serializer=minisaga_dot_shipping_dot_v1_dot_shipping__pb2.ListShipmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -190,6 +208,33 @@ class ShippingService:
             '/minisaga.shipping.v1.ShippingService/GetShipment',
             minisaga_dot_shipping_dot_v1_dot_shipping__pb2.GetShipmentRequest.SerializeToString,
             minisaga_dot_shipping_dot_v1_dot_shipping__pb2.GetShipmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShipments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minisaga.shipping.v1.ShippingService/ListShipments',
+            minisaga_dot_shipping_dot_v1_dot_shipping__pb2.ListShipmentsRequest.SerializeToString,
+            minisaga_dot_shipping_dot_v1_dot_shipping__pb2.ListShipmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class ShippingServiceStub:
     """Cancels the saga's shipment; never fails for "nothing to cancel"."""
     GetShipment: _grpc.UnaryUnaryMultiCallable[_shipping_pb2.GetShipmentRequest, _shipping_pb2.GetShipmentResponse]
     """Reads the saga's shipment (NOT_FOUND when there is none)."""
+    ListShipments: _grpc.UnaryUnaryMultiCallable[_shipping_pb2.ListShipmentsRequest, _shipping_pb2.ListShipmentsResponse]
+    """Lists every saga's record, ordered by saga_id, a page at a time: what
+    `minisaga audit` compares with the saga log.
+    """
 
 @_typing.type_check_only
 class ShippingServiceAsyncStub(ShippingServiceStub):
@@ -61,6 +65,10 @@ class ShippingServiceAsyncStub(ShippingServiceStub):
     """Cancels the saga's shipment; never fails for "nothing to cancel"."""
     GetShipment: _aio.UnaryUnaryMultiCallable[_shipping_pb2.GetShipmentRequest, _shipping_pb2.GetShipmentResponse]  # type: ignore[assignment]
     """Reads the saga's shipment (NOT_FOUND when there is none)."""
+    ListShipments: _aio.UnaryUnaryMultiCallable[_shipping_pb2.ListShipmentsRequest, _shipping_pb2.ListShipmentsResponse]  # type: ignore[assignment]
+    """Lists every saga's record, ordered by saga_id, a page at a time: what
+    `minisaga audit` compares with the saga log.
+    """
 
 class ShippingServiceServicer(metaclass=_abc_1.ABCMeta):
     """ShippingService creates and cancels shipments, one shipment per saga.
@@ -93,5 +101,15 @@ class ShippingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_shipping_pb2.GetShipmentResponse, _abc.Awaitable[_shipping_pb2.GetShipmentResponse]]:
         """Reads the saga's shipment (NOT_FOUND when there is none)."""
+
+    @_abc_1.abstractmethod
+    def ListShipments(
+        self,
+        request: _shipping_pb2.ListShipmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shipping_pb2.ListShipmentsResponse, _abc.Awaitable[_shipping_pb2.ListShipmentsResponse]]:
+        """Lists every saga's record, ordered by saga_id, a page at a time: what
+        `minisaga audit` compares with the saga log.
+        """
 
 def add_ShippingServiceServicer_to_server(servicer: ShippingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
