@@ -175,6 +175,7 @@ def cluster(
                 str(workdir / f"{name}.db"),
                 "--grace-seconds",
                 GRACE_SECONDS,
+                "--allow-failure-switches",  # the failing orders set fail_inventory / fail
                 *extra,
             ],
             workdir / f"{name}.log",
@@ -206,6 +207,7 @@ def cluster(
                     services["shipping"].address,
                     "--grace-seconds",
                     GRACE_SECONDS,
+                    "--allow-failure-switches",
                     *orchestrator_args,
                 ],
                 workdir / "orchestrator.log",

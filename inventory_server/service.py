@@ -58,6 +58,7 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
             validation.check_id("product_id", request.product_id),
             validation.check_quantity("quantity", request.quantity),
         )
+        self.faults.check_switches(fail=request.fail)
 
         def reserve(conn: sqlite3.Connection) -> pb.ReserveResponse:
             row = _select_reservation(conn, request.saga_id)

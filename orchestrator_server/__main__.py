@@ -19,8 +19,10 @@ from orchestrator_server.saga.retry import (
 )
 from orchestrator_server.saga.sqlite_store import StoreInUse
 from service_kit import flags
+from service_kit.faults import add_failure_switches_flag, failure_switches_allowed
 from service_kit.flags import add_server_flags, env_default
 from service_kit.server import configure_logging, serve_until_signalled
+from service_kit.tls import InsecureListen, security_from_args, tls_from_args
 
 ENV = "MINISAGA_ORCHESTRATOR"
 
@@ -85,6 +87,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     participants = parser.add_argument_group("participants")
     for name, port in (("payment", 7002), ("inventory", 7003), ("shipping", 7004)):
         _flag(participants, name, str, f"127.0.0.1:{port}", f"address of the {name} service")
+    dialing = parser.add_argument_group(
+        "mTLS to the participants", "the client certificate the orchestrator presents to them"
+    )
+    for name in ("cert", "key", "ca"):
+        env = f"{ENV}_PARTICIPANT_TLS_{name.upper()}"
+        dialing.add_argument(
+            f"--participant-tls-{name}",
+            metavar="PATH",
+            default=env_default(env, ""),
+            help=f"(default --tls-{name}'s file; none of the three: plaintext, env {env})",
+        )
     retry = parser.add_argument_group("retries and deadlines")
     _flag(
         retry,
@@ -150,6 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "sagas on power loss (default %(default)s)",
     )
     testing = parser.add_argument_group("testing")
+    add_failure_switches_flag(testing, ENV)
     testing.add_argument(
         "--crash-at",
         metavar="CHECKPOINT:N",
@@ -216,6 +230,14 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
             synchronous=args.sqlite_synchronous,
             max_message_bytes=args.max_message_bytes,
             checkpoint=crash_hook(args.crash_at),
+            security=security_from_args(args),
+            participant_tls=tls_from_args(
+                args.participant_tls_cert or args.tls_cert,
+                args.participant_tls_key or args.tls_key,
+                args.participant_tls_ca or args.tls_ca,
+                "--participant-tls-cert/--participant-tls-key/--participant-tls-ca",
+            ),
+            allow_failure_switches=failure_switches_allowed(args),
         )
     except ValueError as error:
         raise SystemExit(f"bad retry flags: {error}") from error
@@ -224,7 +246,7 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
 async def serve(args: argparse.Namespace) -> None:
     try:
         orchestrator = await start(config_from_args(args))
-    except StoreInUse as error:
+    except (StoreInUse, InsecureListen) as error:
         raise SystemExit(f"python -m orchestrator_server: {error}") from error
     try:
         await serve_until_signalled(orchestrator.server, grace=args.grace_seconds)

@@ -53,6 +53,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             validation.check_amount("amount", request.amount),
             validation.check_currency("currency", request.currency),
         )
+        self.faults.check_switches(fail=request.fail)
 
         def charge(conn: sqlite3.Connection) -> pb.ChargeResponse:
             row = _select(conn, request.saga_id)

@@ -16,10 +16,12 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -33,6 +35,8 @@ ALREADY_COMPENSATED = "ALREADY_COMPENSATED"
 NOT_FOUND = "NOT_FOUND"
 INTERNAL = "INTERNAL"
 STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+FAILURE_SWITCHES_DISABLED = "FAILURE_SWITCHES_DISABLED"
+OVERLOADED = "OVERLOADED"
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,8 @@ class ServiceError(Exception):
     reason: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     violations: Sequence[FieldViolation] = ()
+    retry_after: float | None = None
+    """Seconds after which a retry may succeed: sent as google.rpc.RetryInfo."""
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -71,6 +77,10 @@ class ServiceError(Exception):
                 ]
             )
             details.append(_pack(bad_request))
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(timedelta(seconds=self.retry_after))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         status = status_pb2.Status(
             code=_CODE_NUMBER[self.code], message=self.message, details=details
         )
@@ -78,7 +88,7 @@ class ServiceError(Exception):
         return result
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -106,6 +116,18 @@ def failed_precondition(reason: str, message: str, **metadata: str) -> ServiceEr
 
 def already_exists(reason: str, message: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.ALREADY_EXISTS, message, reason, metadata)
+
+
+def overloaded(message: str, retry_after: float, **metadata: str) -> ServiceError:
+    """RESOURCE_EXHAUSTED: a limit that sheds load was reached; nothing was done,
+    and google.rpc.RetryInfo says when to try again."""
+    return ServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        message,
+        OVERLOADED,
+        metadata,
+        retry_after=retry_after,
+    )
 
 
 def not_found(message: str, **metadata: str) -> ServiceError:

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from service_kit.errors import INJECTED_FAILURE, ServiceError
+from service_kit.errors import (
+    FAILURE_SWITCHES_DISABLED,
+    INJECTED_FAILURE,
+    ServiceError,
+    failed_precondition,
+)
 from service_kit.flags import env_default
 
 
@@ -61,6 +66,9 @@ class FaultConfig:
     """Fraction of calls that commit their work, then answer UNAVAILABLE."""
     methods: frozenset[str] = frozenset()
     """Method names the faults apply to (such as "Charge"); empty means all."""
+    allow_failure_switches: bool = False
+    """Whether a request's `fail` field is honoured (--allow-failure-switches);
+    when not, a request that sets it is refused with FAILURE_SWITCHES_DISABLED."""
     _calls: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
     _parks: dict[str, Park] = field(default_factory=dict, repr=False)
 
@@ -93,6 +101,11 @@ class FaultConfig:
                 {"method": method},
             )
 
+    def check_switches(self, **switches: bool) -> None:
+        """Refuses a request that sets a failure switch on a service not started
+        with --allow-failure-switches: a development feature, off in production."""
+        refuse_failure_switches(self.allow_failure_switches, **switches)
+
     def after_commit(self, method: str) -> None:
         """Called once the work is committed: maybe pretend the reply was lost."""
         if (
@@ -108,10 +121,52 @@ class FaultConfig:
             )
 
 
+def refuse_failure_switches(allowed: bool, **switches: bool) -> None:
+    """FAILED_PRECONDITION FAILURE_SWITCHES_DISABLED when a switch is set but not allowed."""
+    used = sorted(name for name, value in switches.items() if value)
+    if used and not allowed:
+        raise failed_precondition(
+            FAILURE_SWITCHES_DISABLED,
+            f"{', '.join(used)}: failure switches are a development feature; this service "
+            "runs without --allow-failure-switches",
+            fields=",".join(used),
+        )
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
+
+
+def add_failure_switches_flag(parser: argparse._ActionsContainer, env_prefix: str) -> None:
+    """--allow-failure-switches: honour the requests' fail fields (make run sets it)."""
+    variable = f"{env_prefix}_ALLOW_FAILURE_SWITCHES"
+    parser.add_argument(
+        "--allow-failure-switches",
+        action="store_true",
+        default=env_default(variable, "false"),
+        help="honour the failure switches of requests (fail, fail_payment, ...), a "
+        "development feature that make run turns on; without it a request that sets one "
+        f"is refused with FAILED_PRECONDITION (default off, env {variable}=true)",
+    )
+
+
+def failure_switches_allowed(args: argparse.Namespace) -> bool:
+    """The value of --allow-failure-switches, or of its environment variable."""
+    value = args.allow_failure_switches
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        variable = getattr(value, "variable", "ALLOW_FAILURE_SWITCHES")
+        raise SystemExit(f"{variable}={str(value)!r}: use true or false")
+    return word in TRUE_WORDS
+
+
 def add_fault_flags(parser: argparse.ArgumentParser, env_prefix: str) -> None:
     group = parser.add_argument_group(
         "fault injection", "make this service misbehave on purpose, for tests and demos"
     )
+    add_failure_switches_flag(group, env_prefix)
     group.add_argument(
         "--fault-error-rate",
         type=float,
@@ -160,4 +215,5 @@ def faults_from_flags(args: argparse.Namespace) -> FaultConfig:
         latency_ms=args.fault_latency_ms,
         commit_then_unavailable_rate=args.fault_commit_then_unavailable,
         methods=frozenset(m.strip() for m in args.fault_methods.split(",") if m.strip()),
+        allow_failure_switches=failure_switches_allowed(args),
     )

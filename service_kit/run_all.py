@@ -97,6 +97,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# make run is a development system: the requests' failure switches work there.
+DEVELOPMENT = ("--allow-failure-switches",)
+
+
 def plan(args: argparse.Namespace) -> list[Child]:
     """The services to start, participants first (the orchestrator calls them)."""
     data: Path = args.data_dir.resolve()
@@ -110,19 +114,19 @@ def plan(args: argparse.Namespace) -> list[Child]:
             "payment",
             "payment_server",
             payment,
-            ["--listen", payment, "--db", str(data / "payment.db")],
+            ["--listen", payment, "--db", str(data / "payment.db"), *DEVELOPMENT],
         ),
         Child(
             "inventory",
             "inventory_server",
             inventory,
-            ["--listen", inventory, "--db", str(data / "inventory.db")],
+            ["--listen", inventory, "--db", str(data / "inventory.db"), *DEVELOPMENT],
         ),
         Child(
             "shipping",
             "shipping_server",
             shipping,
-            ["--listen", shipping, "--db", str(data / "shipping.db")],
+            ["--listen", shipping, "--db", str(data / "shipping.db"), *DEVELOPMENT],
         ),
     ]
     orchestrator = f"{host}:{orchestrator_port}"
@@ -142,6 +146,7 @@ def plan(args: argparse.Namespace) -> list[Child]:
                 inventory,
                 "--shipping",
                 shipping,
+                *DEVELOPMENT,
             ],
         )
     )

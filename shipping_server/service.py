@@ -49,6 +49,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
             validation.check_id("order_id", request.order_id),
             validation.check_text("address", request.address),
         )
+        self.faults.check_switches(fail=request.fail)
 
         def create(conn: sqlite3.Connection) -> pb.CreateShipmentResponse:
             row = _select(conn, request.saga_id)

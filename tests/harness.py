@@ -58,7 +58,8 @@ async def serve_in_process(
     service_name: str,
     faults: FaultConfig | None = None,
 ) -> InProcess:
-    faults = faults or FaultConfig()
+    # Test servers are development servers: the requests' failure switches work.
+    faults = faults or FaultConfig(allow_failure_switches=True)
     db = await Database(db_path, schema=schema).open()
     service = build(db, faults)
     running = await start_server(
@@ -66,6 +67,13 @@ async def serve_in_process(
     )
     return InProcess(running, db, service, faults)
 
+
+# As make run does, subprocess servers honour the requests' failure switches;
+# a test of the default sets the variable to "false" in `env`.
+DEVELOPMENT_ENV = {
+    f"MINISAGA_{name}_ALLOW_FAILURE_SWITCHES": "true"
+    for name in ("ORCHESTRATOR", "PAYMENT", "INVENTORY", "SHIPPING")
+}
 
 _SERVING = re.compile(r"serving .* on (\S+:\d+)")
 
@@ -82,7 +90,7 @@ class Subprocess:
     address: str = ""
 
     def start(self, timeout: float = 30.0) -> Subprocess:
-        env = {**os.environ, **self.env}
+        env = {**DEVELOPMENT_ENV, **os.environ, **self.env}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "generated")])
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             offset = log.tell()

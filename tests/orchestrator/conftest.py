@@ -139,6 +139,7 @@ async def start_system(tmp: Path, store: str = "", **config: Any) -> System:
         "action_retry": FAST_ACTIONS,
         "compensation_retry": FAST_COMPENSATIONS,
         "saga_deadline": timedelta(seconds=30),
+        "allow_failure_switches": True,
     }
     settings.update(config)
     orchestrator_config = OrchestratorConfig(
