@@ -18,10 +18,12 @@ from orchestrator_server.saga.engine import SagaEngine
 from orchestrator_server.saga.store import (
     BadPageToken,
     IdempotencyConflict,
+    SagaFilter,
     SagaRecord,
     SagaStatus,
 )
 from orchestrator_server.views import (
+    definition_view,
     order_view,
     saga_events,
     saga_status,
@@ -131,16 +133,41 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if request.status not in pb.SagaStatus.values():
             raise errors.invalid_argument(FieldViolation("status", "unknown saga status"))
         page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        where = _filter(request, status_from_proto(request.status))
         try:
-            page = await self.engine.store.list(
-                status_from_proto(request.status), page_size, request.page_token
-            )
+            page = await self.engine.store.list(where, page_size, request.page_token)
         except BadPageToken as error:
             raise errors.invalid_argument(FieldViolation("page_token", str(error))) from error
         return pb.ListSagasResponse(
             sagas=[self._view(record) for record in page.sagas],
             next_page_token=page.next_page_token,
         )
+
+    @errors.rpc_errors(DOMAIN)
+    async def CountSagas(
+        self, request: pb.CountSagasRequest, context: Context
+    ) -> pb.CountSagasResponse:
+        counts = await self.engine.store.count(_filter(request, None))
+        return pb.CountSagasResponse(
+            counts=[
+                pb.StatusCount(status=saga_status(status), count=counts.get(status, 0))
+                for status in SagaStatus
+            ],
+            total=sum(counts.values()),
+        )
+
+    @errors.rpc_errors(DOMAIN)
+    async def GetSagaDefinition(
+        self, request: pb.GetSagaDefinitionRequest, context: Context
+    ) -> pb.GetSagaDefinitionResponse:
+        validation.require_valid(validation.check_id("saga_type", request.saga_type))
+        try:
+            definition = self.engine.definition(request.saga_type)
+        except KeyError:
+            raise errors.not_found(
+                f"no saga type {request.saga_type!r}", saga_type=request.saga_type
+            ) from None
+        return pb.GetSagaDefinitionResponse(definition=definition_view(definition))
 
     @errors.rpc_errors(DOMAIN)
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
@@ -217,6 +244,35 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def _view(self, record: SagaRecord) -> pb.Saga:
         return saga_view(record, self.engine.definition(record.saga_type))
+
+
+def _filter(
+    request: pb.ListSagasRequest | pb.CountSagasRequest, status: SagaStatus | None
+) -> SagaFilter:
+    """The store's filter for a ListSagas or CountSagas request; refuses bad fields."""
+    validation.require_valid(
+        validation.check_id("saga_type", request.saga_type, required=False),
+        validation.check_id("order_id", request.order_id, required=False),
+        validation.check_id("request_id", request.request_id, required=False),
+    )
+    created_from = (
+        request.created_from.ToMilliseconds() if request.HasField("created_from") else None
+    )
+    created_before = (
+        request.created_before.ToMilliseconds() if request.HasField("created_before") else None
+    )
+    if created_from is not None and created_before is not None and created_before < created_from:
+        raise errors.invalid_argument(
+            FieldViolation("created_before", "must not come before created_from")
+        )
+    return SagaFilter(
+        status=status,
+        saga_type=request.saga_type,
+        business_key=request.order_id,
+        request_id=request.request_id,
+        created_from_ms=created_from,
+        created_before_ms=created_before,
+    )
 
 
 def _progress(record: SagaRecord) -> tuple[object, ...]:

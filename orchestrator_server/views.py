@@ -231,3 +231,25 @@ def saga_events(record: SagaRecord) -> list[tuple[Hashable, pb.SagaEvent]]:
         )
     events.sort(key=lambda e: e[0])
     return [(key, event) for _, key, event in events]
+
+
+def definition_view(definition: SagaDefinition[Any]) -> pb.SagaDefinition:
+    """The definition as GetSagaDefinition returns it: its steps, their RPCs and undos."""
+    deadline = int(definition.deadline.total_seconds() * 1000)
+    return pb.SagaDefinition(
+        saga_type=definition.name,
+        # A definition with a version (the issue of versioned definitions) names it.
+        version=str(getattr(definition, "version", "") or ""),
+        steps=[
+            pb.StepDefinition(
+                name=step.name,
+                participant=step.action.rpc.participant,
+                method=step.action.rpc.method,
+                compensation_method=(
+                    step.compensation.rpc.method if step.compensation is not None else ""
+                ),
+            )
+            for step in definition.steps
+        ],
+        deadline=duration(deadline),
+    )

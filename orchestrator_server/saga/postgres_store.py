@@ -51,6 +51,7 @@ from orchestrator_server.saga.store import (
     Page,
     Phase,
     Renewal,
+    SagaFilter,
     SagaRecord,
     SagaStatus,
     StatusChange,
@@ -121,6 +122,11 @@ MIGRATIONS: Sequence[str] = (
         at_epoch_ms  BIGINT NOT NULL
     );
     CREATE INDEX compensation_failures_by_saga ON compensation_failures (saga_id);
+    """,
+    # 2: the filters of ListSagas and CountSagas, each by an index that leads
+    # with its column (status, business_key, request_id, created time had one).
+    """
+    CREATE INDEX sagas_by_type ON sagas (saga_type, created_at_epoch_ms, saga_id);
     """,
 )
 
@@ -454,20 +460,18 @@ class PostgresSagaStore:
             return await _load_where(conn, "s.saga_id = $1", saga_id)
 
     # Last in the class: inside it, `list` names this method, not the builtin.
-    async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page:
+    async def list(self, where: SagaFilter, page_size: int, page_token: str) -> Page:
         after = decode_page_token(page_token)
-        where: list[str] = []
-        params: list[object] = []
-        if status is not None:
-            params.append(status.value)
-            where.append(f"status = ${len(params)}")
+        conditions, params = _conditions(where)
         if after is not None:
             params.extend(after)
-            where.append(f"(created_at_epoch_ms, saga_id) < (${len(params) - 1}, ${len(params)})")
+            conditions.append(
+                f"(created_at_epoch_ms, saga_id) < (${len(params) - 1}, ${len(params)})"
+            )
         params.append(page_size + 1)
         inner = "SELECT * FROM sagas"
-        if where:
-            inner += " WHERE " + " AND ".join(where)
+        if conditions:
+            inner += " WHERE " + " AND ".join(conditions)
         inner += f" ORDER BY created_at_epoch_ms DESC, saga_id DESC LIMIT ${len(params)}"
         sql = f"{_SELECT} FROM ({inner}) s ORDER BY s.created_at_epoch_ms DESC, s.saga_id DESC"
         rows = await self.pool.fetch(sql, *params)
@@ -477,6 +481,23 @@ class PostgresSagaStore:
             last = records[-1]
             token = encode_page_token(last.created_at_ms, last.saga_id)
         return Page(records, token)
+
+    async def count(self, where: SagaFilter) -> dict[SagaStatus, int]:
+        conditions, params = _conditions(where)
+        sql = "SELECT status, count(*) AS n FROM sagas"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        rows = await self.pool.fetch(sql + " GROUP BY status", *params)
+        return {SagaStatus(row["status"]): int(row["n"]) for row in rows}
+
+
+def _conditions(where: SagaFilter) -> tuple[list[str], list[object]]:
+    """The filter's SQL conditions with $1, $2... and their values."""
+    found = where.conditions()
+    return (
+        [sql.format(f"${n}") for n, (sql, _) in enumerate(found, start=1)],
+        [value for _, value in found],
+    )
 
 
 async def migrate(conn: Connection) -> list[int]:

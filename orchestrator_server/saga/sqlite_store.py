@@ -25,6 +25,7 @@ from orchestrator_server.saga.store import (
     Page,
     Phase,
     Renewal,
+    SagaFilter,
     SagaRecord,
     SagaStatus,
     StatusChange,
@@ -84,8 +85,14 @@ CREATE TABLE IF NOT EXISTS compensation_failures (
 CREATE INDEX IF NOT EXISTS compensation_failures_by_saga ON compensation_failures (saga_id);
 """
 
+# 2: the filters of ListSagas and CountSagas, each by an index that leads with
+# its column (status, business_key, request_id and created time had one already).
+BY_SAGA_TYPE = """
+CREATE INDEX IF NOT EXISTS sagas_by_type ON sagas (saga_type, created_at_epoch_ms, saga_id);
+"""
+
 # Schema versions, oldest first: a change is a new entry, never an edit.
-MIGRATIONS = (SCHEMA,)
+MIGRATIONS = (SCHEMA, BY_SAGA_TYPE)
 
 _ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
 
@@ -262,21 +269,18 @@ class SqliteSagaStore:
 
         return await self.db.run(close)
 
-    async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page:
+    async def list(self, where: SagaFilter, page_size: int, page_token: str) -> Page:
         after = decode_page_token(page_token)
 
         def page(conn: sqlite3.Connection) -> Page:
-            where: list[str] = []
-            params: list[object] = []
-            if status is not None:
-                where.append("status = ?")
-                params.append(status.value)
+            conditions = [sql.format("?") for sql, _ in where.conditions()]
+            params = [value for _, value in where.conditions()]
             if after is not None:
-                where.append("(created_at_epoch_ms, saga_id) < (?, ?)")
+                conditions.append("(created_at_epoch_ms, saga_id) < (?, ?)")
                 params.extend(after)
             sql = "SELECT * FROM sagas"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
+            if conditions:
+                sql += " WHERE " + " AND ".join(conditions)
             sql += " ORDER BY created_at_epoch_ms DESC, saga_id DESC LIMIT ?"
             rows = conn.execute(sql, (*params, page_size + 1)).fetchall()
             records = [_hydrate(conn, row) for row in rows[:page_size]]
@@ -287,6 +291,18 @@ class SqliteSagaStore:
             return Page(records, token)
 
         return await self.db.run(page)
+
+    async def count(self, where: SagaFilter) -> dict[SagaStatus, int]:
+        def count(conn: sqlite3.Connection) -> dict[SagaStatus, int]:
+            conditions = [sql.format("?") for sql, _ in where.conditions()]
+            params = [value for _, value in where.conditions()]
+            sql = "SELECT status, count(*) AS n FROM sagas"
+            if conditions:
+                sql += " WHERE " + " AND ".join(conditions)
+            rows = conn.execute(sql + " GROUP BY status", params).fetchall()
+            return {SagaStatus(row["status"]): row["n"] for row in rows}
+
+        return await self.db.run(count)
 
 
 def _change_status(conn: sqlite3.Connection, saga_id: str, change: StatusChange) -> None:

@@ -153,6 +153,42 @@ class Page:
     next_page_token: str
 
 
+@dataclass(frozen=True)
+class SagaFilter:
+    """Which sagas a list or a count takes: every field given must match."""
+
+    status: SagaStatus | None = None
+    saga_type: str = ""
+    business_key: str = ""
+    request_id: str = ""
+    created_from_ms: int | None = None
+    """Created at or after this (epoch ms)."""
+    created_before_ms: int | None = None
+    """Created before this (epoch ms)."""
+
+    def conditions(self) -> list[tuple[str, object]]:
+        """The SQL conditions, each with its value where its placeholder `{}` goes.
+
+        Each has an index that leads with its column (sagas_by_status,
+        sagas_by_type, sagas_by_business_key, request_id's unique index,
+        sagas_by_created), ending in the list's order (created time, saga id).
+        """
+        found: list[tuple[str, object]] = []
+        if self.status is not None:
+            found.append(("status = {}", self.status.value))
+        if self.saga_type:
+            found.append(("saga_type = {}", self.saga_type))
+        if self.business_key:
+            found.append(("business_key = {}", self.business_key))
+        if self.request_id:
+            found.append(("request_id = {}", self.request_id))
+        if self.created_from_ms is not None:
+            found.append(("created_at_epoch_ms >= {}", self.created_from_ms))
+        if self.created_before_ms is not None:
+            found.append(("created_at_epoch_ms < {}", self.created_before_ms))
+        return found
+
+
 class SagaStore(Protocol):
     """Durable storage of sagas. Every method's write is durable when it returns.
 
@@ -229,4 +265,10 @@ class SagaStore(Protocol):
         Fenced like `write` (LeaseLost)."""
         ...
 
-    async def list(self, status: SagaStatus | None, page_size: int, page_token: str) -> Page: ...
+    async def list(self, where: SagaFilter, page_size: int, page_token: str) -> Page:
+        """The sagas `where` takes, newest first, from after `page_token`."""
+        ...
+
+    async def count(self, where: SagaFilter) -> dict[SagaStatus, int]:
+        """How many sagas `where` takes, per status (a status with none is left out)."""
+        ...

@@ -598,22 +598,48 @@ class ListSagasRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SAGA_TYPE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CREATED_FROM_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     status: Global___SagaStatus.ValueType
     """Only sagas in this status; unspecified lists all."""
     page_size: _builtins.int
     """At most this many sagas (default 50, at most 500)."""
     page_token: _builtins.str
-    """next_page_token from the previous page; empty for the first page."""
+    """next_page_token from the previous page; empty for the first page. Send the
+    same filters with it: the token is a position in the list, not the query.
+    """
+    saga_type: _builtins.str
+    """Only sagas of this definition, such as "place_order"; empty lists all."""
+    order_id: _builtins.str
+    """Only the saga of this order (its business key); empty lists all."""
+    request_id: _builtins.str
+    """Only the saga started with this idempotency key; empty lists all."""
+    @_builtins.property
+    def created_from(self) -> _timestamp_pb2.Timestamp:
+        """Only sagas created at or after this time; unset for no lower bound."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only sagas created before this time; unset for no upper bound."""
+
     def __init__(
         self,
         *,
         status: Global___SagaStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        saga_type: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        created_from: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before", "created_from", b"created_from"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before", "created_from", b"created_from", "order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "request_id", b"request_id", "saga_type", b"saga_type", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,6 +668,202 @@ class ListSagasResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSagasResponse: _TypeAlias = ListSagasResponse  # noqa: Y015
+
+@_typing.final
+class CountSagasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_TYPE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CREATED_FROM_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    saga_type: _builtins.str
+    """The filters of ListSagasRequest, with the same meaning."""
+    order_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def created_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        saga_type: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        created_from: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before", "created_from", b"created_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before", "created_from", b"created_from", "order_id", b"order_id", "request_id", b"request_id", "saga_type", b"saga_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountSagasRequest: _TypeAlias = CountSagasRequest  # noqa: Y015
+
+@_typing.final
+class CountSagasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Every saga under the filters."""
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusCount]:
+        """One entry per status, in SagaStatus order, zero counts included."""
+
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[Global___StatusCount] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountSagasResponse: _TypeAlias = CountSagasResponse  # noqa: Y015
+
+@_typing.final
+class StatusCount(_message.Message):
+    """How many sagas are in one status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    status: Global___SagaStatus.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        status: Global___SagaStatus.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusCount: _TypeAlias = StatusCount  # noqa: Y015
+
+@_typing.final
+class GetSagaDefinitionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_TYPE_FIELD_NUMBER: _builtins.int
+    saga_type: _builtins.str
+    """The saga type, as in Saga.saga_type, such as "place_order"."""
+    def __init__(
+        self,
+        *,
+        saga_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["saga_type", b"saga_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSagaDefinitionRequest: _TypeAlias = GetSagaDefinitionRequest  # noqa: Y015
+
+@_typing.final
+class GetSagaDefinitionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEFINITION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def definition(self) -> Global___SagaDefinition: ...
+    def __init__(
+        self,
+        *,
+        definition: Global___SagaDefinition | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSagaDefinitionResponse: _TypeAlias = GetSagaDefinitionResponse  # noqa: Y015
+
+@_typing.final
+class SagaDefinition(_message.Message):
+    """A saga definition as the orchestrator runs it: the business process as data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    saga_type: _builtins.str
+    """Its name, the saga_type of its sagas."""
+    version: _builtins.str
+    """The definition's version, if it has one; empty for an unversioned one."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepDefinition]:
+        """The steps, in business order; compensation runs them in reverse."""
+
+    @_builtins.property
+    def deadline(self) -> _duration_pb2.Duration:
+        """After this long the saga stops going forward and compensates."""
+
+    def __init__(
+        self,
+        *,
+        saga_type: _builtins.str = ...,
+        version: _builtins.str = ...,
+        steps: _abc.Iterable[Global___StepDefinition] | None = ...,
+        deadline: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "saga_type", b"saga_type", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SagaDefinition: _TypeAlias = SagaDefinition  # noqa: Y015
+
+@_typing.final
+class StepDefinition(_message.Message):
+    """One step of a saga definition: its action and what undoes it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    COMPENSATION_METHOD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The step's name, as in StepExecution.step, such as "charge"."""
+    participant: _builtins.str
+    """The participant called, such as "payment"."""
+    method: _builtins.str
+    """The action's full gRPC method, such as "/minisaga.payment.v1.PaymentService/Charge"."""
+    compensation_method: _builtins.str
+    """The compensation's full gRPC method; empty for a step with no compensation."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        participant: _builtins.str = ...,
+        method: _builtins.str = ...,
+        compensation_method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensation_method", b"compensation_method", "method", b"method", "name", b"name", "participant", b"participant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepDefinition: _TypeAlias = StepDefinition  # noqa: Y015
 
 @_typing.final
 class WatchSagaRequest(_message.Message):

@@ -50,6 +50,16 @@ class OrchestratorServiceStub:
                 request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSagasRequest.SerializeToString,
                 response_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSagasResponse.FromString,
                 _registered_method=True)
+        self.CountSagas = channel.unary_unary(
+                '/minisaga.orchestrator.v1.OrchestratorService/CountSagas',
+                request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CountSagasRequest.SerializeToString,
+                response_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CountSagasResponse.FromString,
+                _registered_method=True)
+        self.GetSagaDefinition = channel.unary_unary(
+                '/minisaga.orchestrator.v1.OrchestratorService/GetSagaDefinition',
+                request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaDefinitionRequest.SerializeToString,
+                response_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaDefinitionResponse.FromString,
+                _registered_method=True)
         self.WatchSaga = channel.unary_stream(
                 '/minisaga.orchestrator.v1.OrchestratorService/WatchSaga',
                 request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchSagaRequest.SerializeToString,
@@ -93,7 +103,24 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSagas(self, request, context):
-        """Lists sagas, newest first, optionally by status.
+        """Lists sagas, newest first, optionally filtered by status, saga type, order
+        id, request id and a created-time range (every filter given must match).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountSagas(self, request, context):
+        """Counts sagas per status under the filters of ListSagas (less the status
+        itself): the figures above a filtered list, in one call, whatever the page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSagaDefinition(self, request, context):
+        """The definition a saga type runs: its steps in order, each one's RPC and
+        compensation. What `minisaga graph` and the web console draw.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +171,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListSagas,
                     request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSagasRequest.FromString,
                     response_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSagasResponse.SerializeToString,
+            ),
+            'CountSagas': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountSagas,
+                    request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CountSagasRequest.FromString,
+                    response_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CountSagasResponse.SerializeToString,
+            ),
+            'GetSagaDefinition': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSagaDefinition,
+                    request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaDefinitionRequest.FromString,
+                    response_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaDefinitionResponse.SerializeToString,
             ),
             'WatchSaga': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchSaga,
@@ -248,6 +285,60 @@ class OrchestratorService:
             '/minisaga.orchestrator.v1.OrchestratorService/ListSagas',
             minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSagasRequest.SerializeToString,
             minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSagasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountSagas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minisaga.orchestrator.v1.OrchestratorService/CountSagas',
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CountSagasRequest.SerializeToString,
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CountSagasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSagaDefinition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minisaga.orchestrator.v1.OrchestratorService/GetSagaDefinition',
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaDefinitionRequest.SerializeToString,
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaDefinitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,7 +43,17 @@ class OrchestratorServiceStub:
     GetSaga: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetSagaRequest, _orchestrator_pb2.GetSagaResponse]
     """Reads a saga with its whole execution log."""
     ListSagas: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListSagasRequest, _orchestrator_pb2.ListSagasResponse]
-    """Lists sagas, newest first, optionally by status."""
+    """Lists sagas, newest first, optionally filtered by status, saga type, order
+    id, request id and a created-time range (every filter given must match).
+    """
+    CountSagas: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CountSagasRequest, _orchestrator_pb2.CountSagasResponse]
+    """Counts sagas per status under the filters of ListSagas (less the status
+    itself): the figures above a filtered list, in one call, whatever the page.
+    """
+    GetSagaDefinition: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetSagaDefinitionRequest, _orchestrator_pb2.GetSagaDefinitionResponse]
+    """The definition a saga type runs: its steps in order, each one's RPC and
+    compensation. What `minisaga graph` and the web console draw.
+    """
     WatchSaga: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.WatchSagaRequest, _orchestrator_pb2.WatchSagaResponse]
     """Streams the saga's events until it ends (at once if it already has)."""
     GetOrder: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetOrderRequest, _orchestrator_pb2.GetOrderResponse]
@@ -66,7 +76,17 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     GetSaga: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetSagaRequest, _orchestrator_pb2.GetSagaResponse]  # type: ignore[assignment]
     """Reads a saga with its whole execution log."""
     ListSagas: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListSagasRequest, _orchestrator_pb2.ListSagasResponse]  # type: ignore[assignment]
-    """Lists sagas, newest first, optionally by status."""
+    """Lists sagas, newest first, optionally filtered by status, saga type, order
+    id, request id and a created-time range (every filter given must match).
+    """
+    CountSagas: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CountSagasRequest, _orchestrator_pb2.CountSagasResponse]  # type: ignore[assignment]
+    """Counts sagas per status under the filters of ListSagas (less the status
+    itself): the figures above a filtered list, in one call, whatever the page.
+    """
+    GetSagaDefinition: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetSagaDefinitionRequest, _orchestrator_pb2.GetSagaDefinitionResponse]  # type: ignore[assignment]
+    """The definition a saga type runs: its steps in order, each one's RPC and
+    compensation. What `minisaga graph` and the web console draw.
+    """
     WatchSaga: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.WatchSagaRequest, _orchestrator_pb2.WatchSagaResponse]  # type: ignore[assignment]
     """Streams the saga's events until it ends (at once if it already has)."""
     GetOrder: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetOrderRequest, _orchestrator_pb2.GetOrderResponse]  # type: ignore[assignment]
@@ -104,7 +124,29 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.ListSagasRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListSagasResponse, _abc.Awaitable[_orchestrator_pb2.ListSagasResponse]]:
-        """Lists sagas, newest first, optionally by status."""
+        """Lists sagas, newest first, optionally filtered by status, saga type, order
+        id, request id and a created-time range (every filter given must match).
+        """
+
+    @_abc_1.abstractmethod
+    def CountSagas(
+        self,
+        request: _orchestrator_pb2.CountSagasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.CountSagasResponse, _abc.Awaitable[_orchestrator_pb2.CountSagasResponse]]:
+        """Counts sagas per status under the filters of ListSagas (less the status
+        itself): the figures above a filtered list, in one call, whatever the page.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSagaDefinition(
+        self,
+        request: _orchestrator_pb2.GetSagaDefinitionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.GetSagaDefinitionResponse, _abc.Awaitable[_orchestrator_pb2.GetSagaDefinitionResponse]]:
+        """The definition a saga type runs: its steps in order, each one's RPC and
+        compensation. What `minisaga graph` and the web console draw.
+        """
 
     @_abc_1.abstractmethod
     def WatchSaga(
