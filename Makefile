@@ -85,6 +85,15 @@ test-stress: $(STAMP) postgres
 test-random: $(STAMP) postgres
 	$(VENV)/bin/pytest -q --random-order-bucket=global $(PYTEST_ARGS)
 
+# Breaks each saga rule in turn, in a temporary copy of the working tree (a
+# curated list of mutations, tools/mutation_check.py), and runs the tests aimed
+# at it: fails, naming it, if a mutation survives. Takes minutes, so it is not
+# part of `make test`; run it before changing a rule. MUTATION_ARGS="--only
+# backoff --jobs 1"; python -m tools.mutation_check --help for the rest.
+.PHONY: mutation-check
+mutation-check: $(STAMP) postgres
+	$(PY) -m tools.mutation_check $(MUTATION_ARGS)
+
 # The PostgreSQL server binaries the PostgreSQL tests start a throwaway server
 # from (tests/pg.py). Installed when missing and we are root (CI); never fails:
 # without them those tests are skipped, each saying why.
