@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import io
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TextIO
 
 import grpc
@@ -25,6 +27,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 
+from minisaga_client.audit import audit as run_audit
 from minisaga_client.client import DEFAULT_TIMEOUT, Client, connect
 from minisaga_client.errors import (
     DeadlineExceeded,
@@ -33,6 +36,7 @@ from minisaga_client.errors import (
     NotFound,
     Unavailable,
 )
+from minisaga_client.graph import mermaid
 from minisaga_client.render import (
     Style,
     event_line,
@@ -52,6 +56,7 @@ EXIT_NOT_FOUND = 4
 EXIT_REFUSED = 5
 EXIT_UNAVAILABLE = 6
 EXIT_DEADLINE_EXCEEDED = 7
+EXIT_DISAGREE = 8
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: Mapping[grpc.StatusCode, int] = {
@@ -91,6 +96,7 @@ exit codes:
   {EXIT_REFUSED}    FAILED_PRECONDITION or ALREADY_EXISTS: a rule refused it (its reason is shown)
   {EXIT_UNAVAILABLE}    UNAVAILABLE: the service cannot be reached (after retries)
   {EXIT_DEADLINE_EXCEEDED}    DEADLINE_EXCEEDED: no answer within --timeout seconds
+  {EXIT_DISAGREE}    `audit` found the saga log and the participants disagreeing
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 
 Colour is on when stdout is a terminal and NO_COLOR is not set. --json prints
@@ -271,11 +277,7 @@ shipment_get = _show_record(lambda cmd: cmd.client.get_shipment(cmd.args.saga_id
 
 
 def graph(cmd: Command) -> int:
-    # The server package is imported only here: the client itself does not need it.
-    from minisaga_client.graph import mermaid
-    from orchestrator_server.order_saga import PLACE_ORDER
-
-    source = mermaid(PLACE_ORDER)
+    source = mermaid(cmd.client.get_saga_definition(cmd.args.saga_type))
     cmd.print(f"```mermaid\n{source}\n```" if cmd.args.markdown else source)
     return EXIT_OK
 
@@ -417,6 +419,41 @@ def demo(cmd: Command) -> int:
         + "; read any saga again with: minisaga saga get SAGA_ID"
     )
     return EXIT_OK
+
+
+def audit(cmd: Command) -> int:
+    a = cmd.args
+    report = run_audit(
+        cmd.client,
+        since_ms=None if a.since is None else int(a.since.timestamp() * 1000),
+        until_ms=None if a.until is None else int(a.until.timestamp() * 1000),
+    )
+    if cmd.json:
+        cmd.print(json.dumps(report.as_dict(), indent=2))
+    else:
+        cmd.print(
+            f"audited {report.sagas_checked} ended sagas ({report.sagas_in_flight} in flight, "
+            f"not judged) against {report.records_checked} participant records"
+        )
+        for finding in report.findings:
+            cmd.print(
+                cmd.style.red(f"✗ {finding.saga_id}  {finding.saga_status:<11}  {finding.problem}")
+            )
+        if report.findings:
+            cmd.print(cmd.style.red(f"{len(report.findings)} disagreement(s)"))
+        else:
+            cmd.print(cmd.style.green("✓ the saga log and the participants agree"))
+    return EXIT_DISAGREE if report.findings else EXIT_OK
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use ISO 8601, such as 2026-11-29T18:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- the command line -----------------------------------------------------
@@ -566,10 +603,26 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "graph",
         graph,
-        "the saga definition as a Mermaid diagram, from the definition itself",
+        "the saga definition as a Mermaid diagram, from the orchestrator (GetSagaDefinition)",
         json=False,
     )
     drawing.add_argument("--markdown", action="store_true", help="inside a ```mermaid fence")
+    drawing.add_argument(
+        "--saga-type", default="place_order", help="which saga (default place_order)"
+    )
+
+    auditing = add(
+        commands,
+        "audit",
+        audit,
+        "check the saga log against Payment, Inventory and Shipping's own records",
+    )
+    auditing.add_argument(
+        "--since", type=_moment, default=None, help="only sagas created at or after (ISO 8601)"
+    )
+    auditing.add_argument(
+        "--until", type=_moment, default=None, help="only sagas created before (ISO 8601)"
+    )
 
     demoing = add(
         commands,

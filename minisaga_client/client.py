@@ -290,6 +290,14 @@ class _Calls:
         request = payment.GetPaymentRequest(saga_id=saga_id)
         return _unary(PAYMENT, lambda s: s.GetPayment, request, timeout).then(lambda r: r.payment)
 
+    @_Rpc
+    def list_payments(
+        *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> _Unary[payment.ListPaymentsResponse]:
+        """One page of every saga's payment record, by saga_id."""
+        request = payment.ListPaymentsRequest(page_size=page_size, page_token=page_token)
+        return _unary(PAYMENT, lambda s: s.ListPayments, request, timeout)
+
     # --- inventory ------------------------------------------------------
 
     @_Rpc
@@ -318,6 +326,14 @@ class _Calls:
         request = inventory.GetReservationRequest(saga_id=saga_id)
         call = _unary(INVENTORY, lambda s: s.GetReservation, request, timeout)
         return call.then(lambda r: r.reservation)
+
+    @_Rpc
+    def list_reservations(
+        *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> _Unary[inventory.ListReservationsResponse]:
+        """One page of every saga's reservation record, by saga_id."""
+        request = inventory.ListReservationsRequest(page_size=page_size, page_token=page_token)
+        return _unary(INVENTORY, lambda s: s.ListReservations, request, timeout)
 
     @_Rpc
     def set_stock(
@@ -353,6 +369,14 @@ class _Calls:
     ) -> _Unary[shipping.CancelShipmentResponse]:
         request = shipping.CancelShipmentRequest(saga_id=saga_id)
         return _unary(SHIPPING, lambda s: s.CancelShipment, request, timeout)
+
+    @_Rpc
+    def list_shipments(
+        *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> _Unary[shipping.ListShipmentsResponse]:
+        """One page of every saga's shipment record, by saga_id."""
+        request = shipping.ListShipmentsRequest(page_size=page_size, page_token=page_token)
+        return _unary(SHIPPING, lambda s: s.ListShipments, request, timeout)
 
     @_Rpc
     def get_shipment(saga_id: str, *, timeout: float | None = None) -> _Unary[shipping.Shipment]:
