@@ -22,6 +22,7 @@ from service_kit import flags
 from service_kit.faults import add_failure_switches_flag, failure_switches_allowed
 from service_kit.flags import add_server_flags, env_default
 from service_kit.server import configure_logging, serve_until_signalled
+from service_kit.tls import InsecureListen, security_from_args, tls_from_args
 
 ENV = "MINISAGA_ORCHESTRATOR"
 
@@ -86,6 +87,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     participants = parser.add_argument_group("participants")
     for name, port in (("payment", 7002), ("inventory", 7003), ("shipping", 7004)):
         _flag(participants, name, str, f"127.0.0.1:{port}", f"address of the {name} service")
+    dialing = parser.add_argument_group(
+        "mTLS to the participants",
+        "what the orchestrator dials the participants with; each defaults to the server's "
+        "own file, and with none given at all the channels are plaintext",
+    )
+    for name, what in (
+        ("cert", "the client certificate (PEM) presented to the participants"),
+        ("key", "its private key (PEM)"),
+        ("ca", "the CA (PEM) the participants' certificates must chain to"),
+    ):
+        env = f"{ENV}_PARTICIPANT_TLS_{name.upper()}"
+        dialing.add_argument(
+            f"--participant-tls-{name}",
+            metavar="PATH",
+            default=env_default(env, ""),
+            help=f"{what} (default the --tls-{name} file, env {env})",
+        )
     retry = parser.add_argument_group("retries and deadlines")
     _flag(
         retry,
@@ -218,6 +236,13 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
             synchronous=args.sqlite_synchronous,
             max_message_bytes=args.max_message_bytes,
             checkpoint=crash_hook(args.crash_at),
+            security=security_from_args(args),
+            participant_tls=tls_from_args(
+                args.participant_tls_cert or args.tls_cert,
+                args.participant_tls_key or args.tls_key,
+                args.participant_tls_ca or args.tls_ca,
+                "--participant-tls-cert/--participant-tls-key/--participant-tls-ca",
+            ),
             allow_failure_switches=failure_switches_allowed(args),
         )
     except ValueError as error:
@@ -227,7 +252,7 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
 async def serve(args: argparse.Namespace) -> None:
     try:
         orchestrator = await start(config_from_args(args))
-    except StoreInUse as error:
+    except (StoreInUse, InsecureListen) as error:
         raise SystemExit(f"python -m orchestrator_server: {error}") from error
     try:
         await serve_until_signalled(orchestrator.server, grace=args.grace_seconds)

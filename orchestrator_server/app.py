@@ -28,6 +28,7 @@ from orchestrator_server.saga.store import DEFAULT_LEASE_TTL, SagaStore
 from orchestrator_server.service import OrchestratorService
 from service_kit.database import Synchronous
 from service_kit.server import DEFAULT_MAX_MESSAGE_BYTES, RunningServer, start_server
+from service_kit.tls import Security, TlsFiles
 
 SERVICE = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -69,6 +70,10 @@ class OrchestratorConfig:
     """Called at each crash-relevant point of the engine (crash tests only)."""
     rng: random.Random | None = None
     """Draws the jitter of every backoff; tests pass one that pins it."""
+    security: Security = field(default_factory=Security)
+    """TLS, authorization and reflection of the orchestrator's own port."""
+    participant_tls: TlsFiles | None = None
+    """The client certificate, key and CA the channels to the participants use (None: plaintext)."""
     allow_failure_switches: bool = False
     """Whether PlaceOrder honours fail_payment/fail_inventory/fail_shipping (development)."""
 
@@ -117,10 +122,7 @@ async def open_store(config: OrchestratorConfig) -> ClosableStore:
 async def start(config: OrchestratorConfig) -> Orchestrator:
     """Opens the log, recovers unfinished sagas, and serves OrchestratorService."""
     store = await open_store(config)
-    channels = {
-        name: grpc.aio.insecure_channel(address, options=list(config.channel_options))
-        for name, address in config.participants.items()
-    }
+    channels = {name: _channel(address, config) for name, address in config.participants.items()}
     definition = place_order_saga(
         deadline=config.saga_deadline,
         action_retry=config.action_retry,
@@ -139,6 +141,7 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
             [SERVICE],
             config.listen,
             max_message_bytes=config.max_message_bytes,
+            security=config.security,
         )
     except BaseException:
         for channel in channels.values():
@@ -151,3 +154,12 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
         recover_every=config.recover_every.total_seconds(),
     )
     return Orchestrator(server, engine, store, channels)
+
+
+def _channel(address: str, config: OrchestratorConfig) -> grpc.aio.Channel:
+    """A channel to a participant: mTLS with `participant_tls`, else plaintext."""
+    options = list(config.channel_options)
+    if config.participant_tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    credentials = config.participant_tls.channel_credentials()
+    return grpc.aio.secure_channel(address, credentials, options=options)

@@ -96,3 +96,42 @@ def add_server_flags(
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="(default %(default)s)",
     )
+    add_security_flags(parser, env_prefix)
+
+
+def add_security_flags(parser: argparse.ArgumentParser, env_prefix: str) -> None:
+    """TLS, tokens, reflection and --insecure (service_kit.tls.security_from_args reads them)."""
+    group = parser.add_argument_group(
+        "security", "mutual TLS, who may call what (docs/security.md), reflection"
+    )
+    for name, what in (
+        ("cert", "this server's certificate (PEM); with --tls-key and --tls-ca, serve mTLS"),
+        ("key", "the private key of --tls-cert (PEM)"),
+        ("ca", "the CA (PEM) a caller's client certificate must chain to"),
+    ):
+        variable = f"{env_prefix}_TLS_{name.upper()}"
+        group.add_argument(
+            f"--tls-{name}",
+            metavar="PATH",
+            default=env_default(variable, ""),
+            help=f"{what} (default none: plaintext, env {variable})",
+        )
+    variable = f"{env_prefix}_TOKEN_FILE"
+    group.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=env_default(variable, ""),
+        help="bearer tokens a caller without a certificate may send (hashes and identities, "
+        f"from `minisaga tokens add`) (default none, env {variable})",
+    )
+    for flag, text in (
+        ("reflection", "serve gRPC server reflection (what grpcurl uses without proto files)"),
+        ("insecure", "allow plaintext on a non-loopback address (logs a warning at every start)"),
+    ):
+        variable = f"{env_prefix}_{flag.upper()}"
+        group.add_argument(
+            f"--{flag}",
+            action="store_true",
+            default=env_default(variable, "false"),
+            help=f"{text} (default off, env {variable}=true)",
+        )

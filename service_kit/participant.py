@@ -18,6 +18,7 @@ from service_kit.call_log import open_call_log
 from service_kit.database import Database
 from service_kit.faults import FaultConfig, faults_from_flags
 from service_kit.server import configure_logging, serve_until_signalled, start_server
+from service_kit.tls import InsecureListen, security_from_args
 
 Servicer = TypeVar("Servicer")
 
@@ -35,6 +36,7 @@ async def serve_participant(
 
     `prepare` runs once the database is open, before serving (seed data, say).
     """
+    security = security_from_args(args)
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     db = await Database(args.db, schema=schema).open()
     call_log = open_call_log(args.call_log)
@@ -48,8 +50,11 @@ async def serve_participant(
             args.listen,
             max_message_bytes=args.max_message_bytes,
             interceptors=[call_log] if call_log else (),
+            security=security,
         )
         await serve_until_signalled(running, grace=args.grace_seconds)
+    except InsecureListen as error:
+        raise SystemExit(f"{service_name}: {error}") from None
     finally:
         if call_log:
             call_log.close()

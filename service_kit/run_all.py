@@ -27,6 +27,7 @@ import grpc
 
 from service_kit import flags
 from service_kit.health import wait_until_serving
+from service_kit.tls import TlsFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +44,8 @@ class Child:
     address: str
     args: list[str]
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    dial: TlsFiles | None = None
+    """What run_all dials it with for its health checks (TLS mode: the operator's certificate)."""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -74,6 +77,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="O,P,I,S",
         help="explicit ports for orchestrator,payment,inventory,shipping; overrides --base-port",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="serve mTLS everywhere with the certificates of DIR (`minisaga certs init DIR` "
+        "writes them; created when DIR has no ca.crt) (default none: plaintext on loopback)",
     )
     parser.add_argument(
         "--startup-timeout",
@@ -150,7 +161,29 @@ def plan(args: argparse.Namespace) -> list[Child]:
             ],
         )
     )
+    for child in children:  # security: reflection for grpcurl; mTLS with --tls-dir
+        child.args.append("--reflection")
+        if args.tls_dir is not None:
+            cert, key, ca = tls_files(args.tls_dir, child.name)
+            child.args += ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca)]
+            child.dial = TlsFiles(*tls_files(args.tls_dir, "operator"))
     return children
+
+
+def tls_files(directory: Path, identity: str) -> tuple[Path, Path, Path]:
+    """(cert, key, ca) of `identity` in a folder `minisaga certs init` wrote."""
+    folder = directory.resolve()
+    return folder / f"{identity}.crt", folder / f"{identity}.key", folder / "ca.crt"
+
+
+def ensure_certificates(directory: Path) -> None:
+    """Writes a development CA and certificates into `directory` when it has no CA yet."""
+    if (directory / "ca.crt").exists():
+        return
+    from service_kit import certs  # needs cryptography, which only TLS mode does
+
+    certs.init(directory)
+    print(f"wrote a development CA and certificates to {directory}", flush=True)
 
 
 def child_env() -> dict[str, str]:
@@ -186,7 +219,11 @@ class Failed(Exception):
 def wait_serving(child: Child, stop: threading.Event, timeout: float) -> None:
     """Waits for SERVING, giving up early if the child exits or we are told to stop."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(child.address) as channel:
+    if child.dial is not None:
+        channel = grpc.secure_channel(child.address, child.dial.channel_credentials())
+    else:
+        channel = grpc.insecure_channel(child.address)
+    with channel:
         while True:
             if stop.is_set():
                 return
@@ -239,6 +276,16 @@ def grpcurl_command() -> str:
     return "grpcurl"
 
 
+def grpcurl_security(child: Child) -> str:
+    """grpcurl's options to reach `child`: -plaintext, or the client certificate's files."""
+    if child.dial is None:
+        return "-plaintext"
+    folder = Path(os.path.relpath(child.dial.ca.parent))
+    if str(folder).startswith(".."):
+        folder = child.dial.ca.parent
+    return f"-cacert {folder}/ca.crt -cert {folder}/client.crt -key {folder}/client.key"
+
+
 def supervise(children: Sequence[Child], stop: threading.Event, startup_timeout: float) -> int:
     env = child_env()
     for child in children:
@@ -251,7 +298,7 @@ def supervise(children: Sequence[Child], stop: threading.Event, startup_timeout:
             return 0
         print(f"{child.name:<{name_width}}{child.address:<{width}}SERVING", flush=True)
     print(
-        f"hint: {grpcurl_command()} -plaintext {children[0].address} list"
+        f"hint: {grpcurl_command()} {grpcurl_security(children[0])} {children[0].address} list"
         "    (Ctrl-C stops all services)",
         flush=True,
     )
@@ -267,6 +314,8 @@ def supervise(children: Sequence[Child], stop: threading.Event, startup_timeout:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.tls_dir is not None:
+        ensure_certificates(args.tls_dir)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -2,8 +2,10 @@
 
 Every minisaga server is started through `start_server` and kept up by
 `serve_until_signalled`, so they all answer `grpc.health.v1.Health` (SERVING
-once ready, NOT_SERVING while draining) and server reflection, which lets
-`grpcurl -plaintext 127.0.0.1:7002 list` work with no proto files at hand.
+once ready, NOT_SERVING while draining) and, when asked (`--reflection`),
+server reflection, which lets `grpcurl -plaintext 127.0.0.1:7002 list` work
+with no proto files at hand. Their `Security` (service_kit.tls) adds TLS and
+the authorization table of service_kit.authz.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from service_kit.authz import Authorizer, Tokens
+from service_kit.tls import Security, check_listen
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_GRACE_SECONDS = 5.0
+PLAINTEXT = Security()
+"""No TLS, no authorization, no reflection, loopback only: what a test server gets."""
 
 
 @dataclass
@@ -48,8 +55,16 @@ async def start_server(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    security: Security = PLAINTEXT,
 ) -> RunningServer:
-    """Starts a server on `listen` ("127.0.0.1:0" picks a free port)."""
+    """Starts a server on `listen` ("127.0.0.1:0" picks a free port).
+
+    `security` (service_kit.tls): TLS, the authorization table, reflection, and
+    the refusal of plaintext beyond loopback (raises InsecureListen)."""
+    check_listen(listen, security)
+    if security.authorizing:  # first: a refused call reaches no other interceptor
+        tokens = Tokens(security.token_file) if security.token_file else None
+        interceptors = [Authorizer(tokens), *interceptors]
     server = grpc.aio.server(
         interceptors=list(interceptors) or None,
         options=[
@@ -61,15 +76,19 @@ async def start_server(
     register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *service_names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    port = server.add_insecure_port(listen)
+    if security.reflection:
+        reflection.enable_server_reflection(
+            (
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+    if security.tls is not None:
+        port = server.add_secure_port(listen, security.tls.server_credentials())
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

@@ -52,7 +52,7 @@ def _serve(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     folder = tmp_path_factory.mktemp(name)
     process = Subprocess(
         participant.module,
-        ["--listen", "127.0.0.1:0", "--db", str(folder / f"{name}.db")],
+        ["--listen", "127.0.0.1:0", "--db", str(folder / f"{name}.db"), "--reflection"],
         folder / f"{name}.log",
     ).start()
     try:

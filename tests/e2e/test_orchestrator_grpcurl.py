@@ -37,6 +37,7 @@ def orchestrator(
             inventory,
             "--shipping",
             shipping,
+            "--reflection",
         ],
         folder / "orchestrator.log",
     ).start()
