@@ -1,5 +1,6 @@
 # minisaga — every target installs what it needs by itself.
 #   make run     all four services on 127.0.0.1:7001-7004, SQLite under ./data
+#                (TLS=1: mTLS everywhere, certificates under ./data/certs)
 #   make test    the whole suite (what .ci/run calls); installs PostgreSQL for its
 #                tests when missing and root, else those tests say why they skip
 #   make lint    ruff, mypy --strict, buf lint
@@ -122,9 +123,11 @@ docs: $(STAMP) $(BUF)
 docs-reference: $(STAMP)
 	$(PY) -m tools.docs_reference
 
+# make run TLS=1: mTLS between every pair of services, with a development CA
+# and certificates under $(DATA)/certs (written by run_all when missing).
 run: $(STAMP)
 	mkdir -p $(DATA)
-	$(PY) -m service_kit.run_all --data-dir $(DATA)
+	$(PY) -m service_kit.run_all --data-dir $(DATA) $(if $(filter 1 yes true,$(TLS)),--tls-dir $(DATA)/certs)
 
 # The benchmark: fresh services, direct baseline, correctness check,
 # sagas in flight; a Markdown table on stdout, JSON in bench-results/.
