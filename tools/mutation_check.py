@@ -377,17 +377,10 @@ def reserve(conn: sqlite3.Connection) -> pb.ReserveResponse:
         "engine-recovery-skips-compensating",
         "recovery: COMPENSATING",
         ENGINE,
-        8,
-        "saga_ids = [s for s in await self.store.claimable() if s not in self._tasks]\n",
-        """\
-saga_ids = [
-    s
-    for s in await self.store.claimable()
-    if s not in self._tasks
-    and (r := await self.store.load(s)) is not None
-    and r.status is SagaStatus.RUNNING
-]
-""",
+        0,
+        "await self.store.claimable()",
+        "[c for c in await self.store.claimable()"
+        " if (await self.store.load(c)).status is SagaStatus.RUNNING]",
         RECOVERY_AT_START,
         "-k",
         "sqlite",
