@@ -21,6 +21,7 @@ Run it before changing a rule (and after, to see its tests still guard it):
     make mutation-check                      # every mutation, 2 at a time
     python -m tools.mutation_check --list    # the mutations, patches checked
     python -m tools.mutation_check --only backoff --jobs 1
+    python -m tools.mutation_check --rev HEAD   # the last commit, not the tree
 """
 
 from __future__ import annotations
@@ -556,6 +557,15 @@ def copy_tree(root: Path, files: Sequence[str], target: Path) -> None:
         shutil.copy2(root / name, destination)
 
 
+def export_rev(root: Path, rev: str, target: Path) -> None:
+    """The files of commit `rev`, as `git archive` gives them."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev], cwd=root, capture_output=True, check=True
+    ).stdout
+    target.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+
+
 def patch_problems(root: Path, mutations: Sequence[Mutation]) -> list[str]:
     """Every edit's old text must occur exactly once in its file: else the list has rotted."""
     problems = []
@@ -650,6 +660,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip running the tests unmutated first"
     )
+    parser.add_argument(
+        "--rev",
+        metavar="COMMIT",
+        help="check the code of COMMIT (git archive) instead of the working tree, whose "
+        "uncommitted edits are otherwise included",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
     parser.add_argument("-v", "--verbose", action="store_true", help="show pytest's output")
     args = parser.parse_args(argv)
@@ -660,32 +676,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if duplicates:
         print(f"mutation names used twice: {sorted(duplicates)}", file=sys.stderr)
         return 2
-    problems = patch_problems(ROOT, MUTATIONS)
-    if problems:
-        print("the mutation list no longer matches the code:", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
     chosen = [
         m for m in MUTATIONS if not args.only or any(t in m.name or t in m.rule for t in args.only)
     ]
-    if args.list:
-        for m in chosen:
-            print(f"{m.rule:28} {m.name:45} pytest {' '.join(m.tests)}")
-        return 0
     if not chosen:
         print(f"no mutation matches {args.only}", file=sys.stderr)
         return 2
 
     temp = Path(tempfile.mkdtemp(prefix="minisaga-mutation-"))
     try:
-        files = tracked_files(ROOT)
         jobs = max(1, min(args.jobs, len(chosen)))
         copies = [temp / f"copy-{n}" for n in range(jobs)]
-        copy_tree(ROOT, files, copies[0])
+        if args.rev:
+            export_rev(ROOT, args.rev, copies[0])
+        else:
+            copy_tree(ROOT, tracked_files(ROOT), copies[0])
+        problems = patch_problems(copies[0], MUTATIONS)
+        if problems:
+            print("the mutation list no longer matches the code:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
+        if args.list:
+            for m in chosen:
+                print(f"{m.rule:28} {m.name:45} pytest {' '.join(m.tests)}")
+            return 0
         for extra in copies[1:]:
             shutil.copytree(copies[0], extra, symlinks=True)
-        print(f"{len(chosen)} mutations, {jobs} at a time, in {temp}", flush=True)
+        source = f"commit {args.rev}" if args.rev else "the working tree"
+        print(f"{len(chosen)} mutations of {source}, {jobs} at a time, in {temp}", flush=True)
         if not args.no_baseline:
             failing = baseline(copies[0], chosen, temp)
             if failing:
