@@ -6,8 +6,10 @@
         placed = client.place_order(product_id="apple", quantity=2, amount=1200)
         print(placed.saga_id, placed.status)
 
-`connect_async` is the grpc.aio twin. Failed calls raise the typed errors of
-`minisaga_client.errors` (`InvalidArgument`, `NotFound`, ...).
+`connect_async` is the grpc.aio twin; `connect(..., tls=Tls(ca=..., cert=...,
+key=...))` dials a TLS system with a client certificate. Failed calls raise
+the typed errors of `minisaga_client.errors` (`InvalidArgument`, `NotFound`,
+...).
 
 `pip install minisaga` installs this library and the command alone (grpcio,
 protobuf, googleapis-common-protos); the servers need `minisaga[server]`.
@@ -31,6 +33,7 @@ from minisaga_client.errors import (
     Unavailable,
     from_grpc_error,
 )
+from minisaga_client.tls import Tls
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -43,6 +46,7 @@ __all__ = [
     "InvalidArgument",
     "MinisagaError",
     "NotFound",
+    "Tls",
     "Unavailable",
     "connect",
     "connect_async",

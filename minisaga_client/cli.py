@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
+from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
@@ -48,6 +49,7 @@ from minisaga_client.render import (
     use_color,
 )
 
+from minisaga_client.tls import Tls
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -81,12 +83,19 @@ ADDRESS_ENV: Mapping[str, str] = {
 }
 
 EPILOG = f"""\
+TLS_ENV: Mapping[str, str] = {
+    name: f"MINISAGA_TLS_{name.upper()}" for name in ("ca", "cert", "key")
+}
+
 addresses: a flag wins over its environment variable, which wins over the default
   --orchestrator  {ADDRESS_ENV["orchestrator"]:<30}  {DEFAULT_ADDRESSES["orchestrator"]}
   --payment       {ADDRESS_ENV["payment"]:<30}  {DEFAULT_ADDRESSES["payment"]}
   --inventory     {ADDRESS_ENV["inventory"]:<30}  {DEFAULT_ADDRESSES["inventory"]}
   --shipping      {ADDRESS_ENV["shipping"]:<30}  {DEFAULT_ADDRESSES["shipping"]}
 
+  --tls-ca        {TLS_ENV["ca"]:<30}  none: plaintext; all three give mutual TLS
+  --tls-cert      {TLS_ENV["cert"]:<30}  none
+  --tls-key       {TLS_ENV["key"]:<30}  none
 exit codes:
   {EXIT_OK}    ok; also when the saga itself compensated or failed (read its status)
   {EXIT_ERROR}    another error (INTERNAL, UNKNOWN, ...), or `demo` saw what the tutorial does not
@@ -137,6 +146,7 @@ class Command:
                     shipping=addresses["shipping"],
                     timeout=self.args.timeout,
                 )
+                    tls=self.args.tls,
         return self._client
 
     def close(self) -> None:
@@ -485,6 +495,61 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         )
     group.add_argument(
         "--timeout",
+# --- certificates and tokens (no service is called) ----------------------
+
+NEEDS_SERVER_EXTRA = (
+    "minisaga: this command needs the servers' packages (cryptography among them): "
+    "pip install 'minisaga[server]'"
+)
+
+
+def certs_init(cmd: Command) -> int:
+    try:
+        from service_kit import certs  # the server extra's cryptography, needed here only
+        from service_kit.authz import IDENTITIES
+    except ImportError:
+        print(NEEDS_SERVER_EXTRA, file=sys.stderr)
+        return EXIT_ERROR
+    folder = cmd.args.directory
+    try:
+        certs.init(folder)
+    except certs.AlreadyInitialized as error:
+        print(f"minisaga: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    tls = f"--tls-ca {folder}/ca.crt --tls-cert {folder}/client.crt --tls-key {folder}/client.key"
+    cmd.print(
+        f"wrote a development CA ({folder}/ca.crt, ca.key) and a certificate and key for each "
+        f"of {', '.join(IDENTITIES)} ({folder}/<identity>.crt, .key; keys readable by "
+        f"you only).\n"
+        f"serve:   python -m payment_server --tls-cert {folder}/payment.crt "
+        f"--tls-key {folder}/payment.key --tls-ca {folder}/ca.crt\n"
+        f"call:    minisaga {tls} saga list\n"
+        f"grpcurl: grpcurl -cacert {folder}/ca.crt -cert {folder}/client.crt "
+        f"-key {folder}/client.key 127.0.0.1:7001 list"
+    )
+    return EXIT_OK
+
+
+def tokens_add(cmd: Command) -> int:
+    try:
+        from service_kit import authz
+    except ImportError:
+        print(NEEDS_SERVER_EXTRA, file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        token = authz.add_token(cmd.args.file, cmd.args.identity, cmd.args.label)
+    except (authz.TokenFileError, OSError) as error:
+        print(f"minisaga: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        f"added a token for {cmd.args.identity} to {cmd.args.file} (its hash only); it is shown "
+        "this once. Send it as 'authorization: Bearer <token>'.",
+        file=sys.stderr,
+    )
+    cmd.print(token)
+    return EXIT_OK
+
+
         type=float,
         metavar="SECONDS",
         default=argparse.SUPPRESS if suppress else DEFAULT_TIMEOUT,
@@ -520,6 +585,17 @@ def build_parser() -> argparse.ArgumentParser:
         group: argparse._SubParsersAction[argparse.ArgumentParser],
         name: str,
         run: Callable[[Command], int],
+    for name, what in (
+        ("ca", "the CA (PEM) the services' certificates chain to"),
+        ("cert", "this client's certificate (PEM), such as client.crt or operator.crt"),
+        ("key", "its private key (PEM)"),
+    ):
+        group.add_argument(
+            f"--tls-{name}",
+            metavar="PATH",
+            default=argparse.SUPPRESS if suppress else os.environ.get(TLS_ENV[name], ""),
+            help=f"mutual TLS: {what} (env {TLS_ENV[name]}; default none: plaintext)",
+        )
         text: str,
         *,
         json: bool = True,
@@ -685,6 +761,31 @@ def main(argv: Sequence[str] | None = None, *, channel: grpc.Channel | None = No
     except SystemExit as exit:  # --help, or a usage error argparse has printed
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     out = sys.stdout
+
+    certificates = commands.add_parser("certs", help="a development CA and certificates")
+    certifying = certificates.add_subparsers(dest="certs_command", metavar="COMMAND", required=True)
+    initializing = add(
+        certifying,
+        "init",
+        certs_init,
+        "write a CA and a certificate per identity (orchestrator, payment, inventory, "
+        "shipping, operator, client) into DIR, for mutual TLS",
+        json=False,
+    )
+    initializing.add_argument("directory", metavar="DIR", type=Path)
+
+    tokens = commands.add_parser("tokens", help="bearer tokens for callers without a certificate")
+    tokening = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", required=True)
+    adding = add(
+        tokening,
+        "add",
+        tokens_add,
+        "append a new token's hash and identity to a --token-file; print the token once",
+        json=False,
+    )
+    adding.add_argument("file", metavar="FILE", type=Path, help="the token file (made if missing)")
+    adding.add_argument("identity", help="operator, client, orchestrator, ...")
+    adding.add_argument("--label", default="", help="a note kept beside the hash: whose it is")
     if isinstance(out, io.TextIOWrapper) and out.encoding.lower().replace("-", "") != "utf8":
         out.reconfigure(errors="replace")  # a ✓ must never crash a non-UTF-8 terminal
     cmd = Command(args, out, Style(use_color(out)), channel)
@@ -706,3 +807,8 @@ def main(argv: Sequence[str] | None = None, *, channel: grpc.Channel | None = No
 
 if __name__ == "__main__":
     sys.exit(main())
+    try:
+        args.tls = Tls.from_options(args.tls_ca, args.tls_cert, args.tls_key)
+    except ValueError as error:
+        print(f"minisaga: {error}", file=sys.stderr)
+        return EXIT_USAGE

@@ -46,6 +46,7 @@ from minisaga.shipping.v1 import shipping_pb2_grpc
 from minisaga_client.errors import MinisagaError, from_grpc_error
 
 DEFAULT_TIMEOUT = 10.0
+from minisaga_client.tls import Tls
 """Seconds: the deadline of every unary call unless the client or the call sets another."""
 
 SERVICES: Mapping[str, str] = {
@@ -640,10 +641,15 @@ def connect(
     """A `Client` of the orchestrator at `address` and of the participants given.
 
     Channels connect lazily: an unreachable service is an `Unavailable` on
-    the first call, after gRPC's retries.
+    the first call, after gRPC's retries. With `tls` every channel is mutual
+    TLS, presenting its client certificate (minisaga_client.tls).
     """
     return Client._open(
-        lambda target: grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS)),
+        lambda target: (
+            grpc.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
+            if credentials is not None
+            else grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
+        ),
         {"orchestrator": address, "payment": payment, "inventory": inventory, "shipping": shipping},
         timeout,
     )
@@ -693,13 +699,22 @@ def connect_async(
     address: str | None,
     *,
     payment: str | None = None,
+    tls: Tls | None = None,
     inventory: str | None = None,
     shipping: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> AsyncClient:
-    """An `AsyncClient` (grpc.aio); call it from a running event loop, `async with` it."""
+    """An `AsyncClient` (grpc.aio); call it from a running event loop, `async with` it.
+    `tls` as for `connect`."""
+    credentials = tls.credentials() if tls is not None else None
     return AsyncClient._open(
-        lambda target: grpc.aio.insecure_channel(target, options=list(CHANNEL_OPTIONS)),
+    credentials = tls.credentials() if tls is not None else None
+        lambda target: (
+            grpc.aio.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options=list(CHANNEL_OPTIONS))
+        ),
         {"orchestrator": address, "payment": payment, "inventory": inventory, "shipping": shipping},
         timeout,
     )
+    tls: Tls | None = None,
