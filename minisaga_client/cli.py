@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from google.protobuf import json_format
@@ -48,8 +48,8 @@ from minisaga_client.render import (
     timeline,
     use_color,
 )
-
 from minisaga_client.tls import Tls
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -82,20 +82,20 @@ ADDRESS_ENV: Mapping[str, str] = {
     name: f"MINISAGA_{name.upper()}_ADDRESS" for name in DEFAULT_ADDRESSES
 }
 
-EPILOG = f"""\
 TLS_ENV: Mapping[str, str] = {
     name: f"MINISAGA_TLS_{name.upper()}" for name in ("ca", "cert", "key")
 }
 
+EPILOG = f"""\
 addresses: a flag wins over its environment variable, which wins over the default
   --orchestrator  {ADDRESS_ENV["orchestrator"]:<30}  {DEFAULT_ADDRESSES["orchestrator"]}
   --payment       {ADDRESS_ENV["payment"]:<30}  {DEFAULT_ADDRESSES["payment"]}
   --inventory     {ADDRESS_ENV["inventory"]:<30}  {DEFAULT_ADDRESSES["inventory"]}
   --shipping      {ADDRESS_ENV["shipping"]:<30}  {DEFAULT_ADDRESSES["shipping"]}
-
   --tls-ca        {TLS_ENV["ca"]:<30}  none: plaintext; all three give mutual TLS
   --tls-cert      {TLS_ENV["cert"]:<30}  none
   --tls-key       {TLS_ENV["key"]:<30}  none
+
 exit codes:
   {EXIT_OK}    ok; also when the saga itself compensated or failed (read its status)
   {EXIT_ERROR}    another error (INTERNAL, UNKNOWN, ...), or `demo` saw what the tutorial does not
@@ -145,8 +145,8 @@ class Command:
                     inventory=addresses["inventory"],
                     shipping=addresses["shipping"],
                     timeout=self.args.timeout,
-                )
                     tls=self.args.tls,
+                )
         return self._client
 
     def close(self) -> None:
@@ -466,35 +466,6 @@ def _moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-# --- the command line -----------------------------------------------------
-
-
-def _status_value(name: str | None) -> pb.SagaStatus.ValueType | None:
-    return None if not name else pb.SagaStatus.Value(f"SAGA_STATUS_{name.upper()}")
-
-
-def _status_name(text: str) -> str:
-    name = text.upper().removeprefix("SAGA_STATUS_")
-    if name not in STATUSES:
-        raise argparse.ArgumentTypeError(
-            f"unknown status {text!r}: choose from {', '.join(s.lower() for s in STATUSES)}"
-        )
-    return name
-
-
-def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """Address and deadline flags; on subcommands too, so they may come after them."""
-    group = parser.add_argument_group("connection")
-    for name, default in DEFAULT_ADDRESSES.items():
-        env = ADDRESS_ENV[name]
-        group.add_argument(
-            f"--{name}",
-            metavar="HOST:PORT",
-            default=argparse.SUPPRESS if suppress else os.environ.get(env, default),
-            help=f"the {name} service (env {env}, default {default})",
-        )
-    group.add_argument(
-        "--timeout",
 # --- certificates and tokens (no service is called) ----------------------
 
 NEEDS_SERVER_EXTRA = (
@@ -550,12 +521,52 @@ def tokens_add(cmd: Command) -> int:
     return EXIT_OK
 
 
+# --- the command line -----------------------------------------------------
+
+
+def _status_value(name: str | None) -> pb.SagaStatus.ValueType | None:
+    return None if not name else pb.SagaStatus.Value(f"SAGA_STATUS_{name.upper()}")
+
+
+def _status_name(text: str) -> str:
+    name = text.upper().removeprefix("SAGA_STATUS_")
+    if name not in STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {text!r}: choose from {', '.join(s.lower() for s in STATUSES)}"
+        )
+    return name
+
+
+def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Address and deadline flags; on subcommands too, so they may come after them."""
+    group = parser.add_argument_group("connection")
+    for name, default in DEFAULT_ADDRESSES.items():
+        env = ADDRESS_ENV[name]
+        group.add_argument(
+            f"--{name}",
+            metavar="HOST:PORT",
+            default=argparse.SUPPRESS if suppress else os.environ.get(env, default),
+            help=f"the {name} service (env {env}, default {default})",
+        )
+    group.add_argument(
+        "--timeout",
         type=float,
         metavar="SECONDS",
         default=argparse.SUPPRESS if suppress else DEFAULT_TIMEOUT,
         help=f"deadline of each call (default {DEFAULT_TIMEOUT:g}); "
         "PlaceOrder returns a still-running saga when it comes",
     )
+    for name, what in (
+        ("ca", "the CA (PEM) the services' certificates chain to"),
+        ("cert", "this client's certificate (PEM), such as client.crt or operator.crt"),
+        ("key", "its private key (PEM)"),
+    ):
+        group.add_argument(
+            f"--tls-{name}",
+            metavar="PATH",
+            default=argparse.SUPPRESS if suppress else os.environ.get(TLS_ENV[name], ""),
+            help=f"mutual TLS: {what} (env {TLS_ENV[name]}; default none: plaintext)",
+        )
 
 
 def version() -> str:
@@ -585,17 +596,6 @@ def build_parser() -> argparse.ArgumentParser:
         group: argparse._SubParsersAction[argparse.ArgumentParser],
         name: str,
         run: Callable[[Command], int],
-    for name, what in (
-        ("ca", "the CA (PEM) the services' certificates chain to"),
-        ("cert", "this client's certificate (PEM), such as client.crt or operator.crt"),
-        ("key", "its private key (PEM)"),
-    ):
-        group.add_argument(
-            f"--tls-{name}",
-            metavar="PATH",
-            default=argparse.SUPPRESS if suppress else os.environ.get(TLS_ENV[name], ""),
-            help=f"mutual TLS: {what} (env {TLS_ENV[name]}; default none: plaintext)",
-        )
         text: str,
         *,
         json: bool = True,
@@ -710,6 +710,31 @@ def build_parser() -> argparse.ArgumentParser:
     demoing.add_argument("--product-id", default="apple")
     demoing.add_argument("--quantity", type=int, default=2)
     demoing.add_argument("--amount", type=int, default=1200)
+
+    certificates = commands.add_parser("certs", help="a development CA and certificates")
+    certifying = certificates.add_subparsers(dest="certs_command", metavar="COMMAND", required=True)
+    initializing = add(
+        certifying,
+        "init",
+        certs_init,
+        "write a CA and a certificate per identity (orchestrator, payment, inventory, "
+        "shipping, operator, client) into DIR, for mutual TLS",
+        json=False,
+    )
+    initializing.add_argument("directory", metavar="DIR", type=Path)
+
+    tokens = commands.add_parser("tokens", help="bearer tokens for callers without a certificate")
+    tokening = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", required=True)
+    adding = add(
+        tokening,
+        "add",
+        tokens_add,
+        "append a new token's hash and identity to a --token-file; print the token once",
+        json=False,
+    )
+    adding.add_argument("file", metavar="FILE", type=Path, help="the token file (made if missing)")
+    adding.add_argument("identity", help="operator, client, orchestrator, ...")
+    adding.add_argument("--label", default="", help="a note kept beside the hash: whose it is")
     return parser
 
 
@@ -760,32 +785,12 @@ def main(argv: Sequence[str] | None = None, *, channel: grpc.Channel | None = No
         args = parser.parse_args(argv)
     except SystemExit as exit:  # --help, or a usage error argparse has printed
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+    try:
+        args.tls = Tls.from_options(args.tls_ca, args.tls_cert, args.tls_key)
+    except ValueError as error:
+        print(f"minisaga: {error}", file=sys.stderr)
+        return EXIT_USAGE
     out = sys.stdout
-
-    certificates = commands.add_parser("certs", help="a development CA and certificates")
-    certifying = certificates.add_subparsers(dest="certs_command", metavar="COMMAND", required=True)
-    initializing = add(
-        certifying,
-        "init",
-        certs_init,
-        "write a CA and a certificate per identity (orchestrator, payment, inventory, "
-        "shipping, operator, client) into DIR, for mutual TLS",
-        json=False,
-    )
-    initializing.add_argument("directory", metavar="DIR", type=Path)
-
-    tokens = commands.add_parser("tokens", help="bearer tokens for callers without a certificate")
-    tokening = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", required=True)
-    adding = add(
-        tokening,
-        "add",
-        tokens_add,
-        "append a new token's hash and identity to a --token-file; print the token once",
-        json=False,
-    )
-    adding.add_argument("file", metavar="FILE", type=Path, help="the token file (made if missing)")
-    adding.add_argument("identity", help="operator, client, orchestrator, ...")
-    adding.add_argument("--label", default="", help="a note kept beside the hash: whose it is")
     if isinstance(out, io.TextIOWrapper) and out.encoding.lower().replace("-", "") != "utf8":
         out.reconfigure(errors="replace")  # a ✓ must never crash a non-UTF-8 terminal
     cmd = Command(args, out, Style(use_color(out)), channel)
@@ -807,8 +812,3 @@ def main(argv: Sequence[str] | None = None, *, channel: grpc.Channel | None = No
 
 if __name__ == "__main__":
     sys.exit(main())
-    try:
-        args.tls = Tls.from_options(args.tls_ca, args.tls_cert, args.tls_key)
-    except ValueError as error:
-        print(f"minisaga: {error}", file=sys.stderr)
-        return EXIT_USAGE

@@ -44,9 +44,9 @@ from minisaga.shipping.v1 import shipping_pb2 as shipping
 from minisaga.shipping.v1 import shipping_pb2_grpc
 
 from minisaga_client.errors import MinisagaError, from_grpc_error
+from minisaga_client.tls import Tls
 
 DEFAULT_TIMEOUT = 10.0
-from minisaga_client.tls import Tls
 """Seconds: the deadline of every unary call unless the client or the call sets another."""
 
 SERVICES: Mapping[str, str] = {
@@ -637,6 +637,7 @@ def connect(
     inventory: str | None = None,
     shipping: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    tls: Tls | None = None,
 ) -> Client:
     """A `Client` of the orchestrator at `address` and of the participants given.
 
@@ -644,6 +645,7 @@ def connect(
     the first call, after gRPC's retries. With `tls` every channel is mutual
     TLS, presenting its client certificate (minisaga_client.tls).
     """
+    credentials = tls.credentials() if tls is not None else None
     return Client._open(
         lambda target: (
             grpc.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
@@ -699,16 +701,15 @@ def connect_async(
     address: str | None,
     *,
     payment: str | None = None,
-    tls: Tls | None = None,
     inventory: str | None = None,
     shipping: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    tls: Tls | None = None,
 ) -> AsyncClient:
     """An `AsyncClient` (grpc.aio); call it from a running event loop, `async with` it.
     `tls` as for `connect`."""
     credentials = tls.credentials() if tls is not None else None
     return AsyncClient._open(
-    credentials = tls.credentials() if tls is not None else None
         lambda target: (
             grpc.aio.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
             if credentials is not None
@@ -717,4 +718,3 @@ def connect_async(
         {"orchestrator": address, "payment": payment, "inventory": inventory, "shipping": shipping},
         timeout,
     )
-    tls: Tls | None = None,
