@@ -8,6 +8,7 @@ one answers PERMISSION_DENIED with ErrorInfo ROLE_NOT_ALLOWED.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -331,3 +332,18 @@ def test_a_token_file_line_holds_a_hash_and_an_identity(tmp_path: Path) -> None:
     path.write_text("sha256:abc operator\n")
     with pytest.raises(authz.TokenFileError, match="tokens:1"):
         authz.read_tokens(path)
+
+
+def test_docs_security_shows_the_table() -> None:
+    """docs/security.md's "Who may call what" is this module's TABLE, row for row."""
+    page = (Path(__file__).resolve().parents[2] / "docs/security.md").read_text()
+    section = page.split("\n## Who may call what\n", 1)[1].split("\n## ", 1)[0]
+    shown: dict[str, frozenset[str]] = {}
+    for method, who in re.findall(r"^\| `([^`]+)` \| ([^|]+) \|$", section, re.M):
+        if who.startswith("anyone"):
+            shown[method] = frozenset({ANYONE})
+        elif who.startswith("any identity"):
+            shown[method] = frozenset(IDENTITIES)
+        else:
+            shown[method] = frozenset(who.strip().split(", "))
+    assert shown == dict(TABLE)
