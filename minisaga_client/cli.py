@@ -12,6 +12,7 @@ dialing them, so tests can script replies with `grpc_testing`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.metadata
 import io
 import json
@@ -289,6 +290,34 @@ shipment_get = _show_record(lambda cmd: cmd.client.get_shipment(cmd.args.saga_id
 def graph(cmd: Command) -> int:
     source = mermaid(cmd.client.get_saga_definition(cmd.args.saga_type))
     cmd.print(f"```mermaid\n{source}\n```" if cmd.args.markdown else source)
+    return EXIT_OK
+
+
+def console(cmd: Command) -> int:
+    """Serves the web console until Ctrl-C; its dependencies are the `console` extra."""
+    try:
+        from minisaga_client.console import Settings, is_loopback, serve
+        from minisaga_client.console.app import split_listen
+    except ImportError as error:
+        print(
+            f"minisaga: the console needs its extra ({error.name} is missing): "
+            "pip install 'minisaga[console]'",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    a = cmd.args
+    try:
+        host, _ = split_listen(a.listen)
+    except ValueError as error:
+        print(f"minisaga: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    read_only = not is_loopback(host) if a.read_only is None else a.read_only
+    settings = Settings(a.orchestrator, read_only=read_only, timeout=a.timeout, tls=a.tls)
+    try:
+        asyncio.run(serve(settings, a.listen, cmd.out))
+    except OSError as error:  # the port is taken, or the address is not this host's
+        print(f"minisaga: cannot listen on {a.listen}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -698,6 +727,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     auditing.add_argument(
         "--until", type=_moment, default=None, help="only sagas created before (ISO 8601)"
+    )
+
+    consoling = add(
+        commands,
+        "console",
+        console,
+        "serve the web console: saga list, timelines, graphs, resume and cancel "
+        "(needs pip install 'minisaga[console]')",
+        json=False,
+    )
+    consoling.add_argument(
+        "--listen",
+        default="127.0.0.1:7080",
+        metavar="HOST:PORT",
+        help="where the console listens (default 127.0.0.1:7080; port 0 picks a free one)",
+    )
+    consoling.add_argument(
+        "--read-only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="hide Resume and Cancel and refuse them (default: read-only unless --listen "
+        "is a loopback address)",
     )
 
     demoing = add(

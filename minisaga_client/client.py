@@ -30,10 +30,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from minisaga.inventory.v1 import inventory_pb2 as inventory
 from minisaga.inventory.v1 import inventory_pb2_grpc
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
@@ -226,17 +228,61 @@ class _Calls:
     def list_sagas(
         *,
         status: pb.SagaStatus.ValueType | None = None,
+        saga_type: str = "",
+        order_id: str = "",
+        request_id: str = "",
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
     ) -> _Unary[pb.ListSagasResponse]:
-        """One page of sagas, newest first; pass `next_page_token` back for the next."""
+        """One page of sagas, newest first; pass `next_page_token` back for the next.
+
+        Every filter given must match; the created-time range takes
+        `created_from <= created < created_before` (aware datetimes; a naive
+        one is taken as UTC). Send the same filters with each page's token.
+        """
         request = pb.ListSagasRequest(
             status=pb.SAGA_STATUS_UNSPECIFIED if status is None else status,
             page_size=page_size,
             page_token=page_token,
+            saga_type=saga_type,
+            order_id=order_id,
+            request_id=request_id,
+            created_from=_timestamp(created_from),
+            created_before=_timestamp(created_before),
         )
         return _unary(ORCHESTRATOR, lambda s: s.ListSagas, request, timeout)
+
+    @_Rpc
+    def count_sagas(
+        *,
+        saga_type: str = "",
+        order_id: str = "",
+        request_id: str = "",
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
+        timeout: float | None = None,
+    ) -> _Unary[pb.CountSagasResponse]:
+        """How many sagas are in each status, under `list_sagas`'s filters."""
+        request = pb.CountSagasRequest(
+            saga_type=saga_type,
+            order_id=order_id,
+            request_id=request_id,
+            created_from=_timestamp(created_from),
+            created_before=_timestamp(created_before),
+        )
+        return _unary(ORCHESTRATOR, lambda s: s.CountSagas, request, timeout)
+
+    @_Rpc
+    def get_saga_definition(
+        saga_type: str, *, timeout: float | None = None
+    ) -> _Unary[pb.SagaDefinition]:
+        """The definition a saga type runs: its steps, their RPCs and compensations."""
+        request = pb.GetSagaDefinitionRequest(saga_type=saga_type)
+        call = _unary(ORCHESTRATOR, lambda s: s.GetSagaDefinition, request, timeout)
+        return call.then(lambda r: r.definition)
 
     @_Rpc
     def watch_saga(saga_id: str, *, timeout: float | None = None) -> _Stream[pb.WatchSagaResponse]:
@@ -494,6 +540,15 @@ class _Stream(_Call[Iterator[OutT], AsyncIterator[OutT]]):
             call.cancel()
 
 
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    """A Timestamp for an optional request field (None leaves it unset); naive is UTC."""
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return stamp
+
+
 # `method` picks the method from the service's stub, typed as the sync stub:
 # that checks the request's type and gives the response's. A stub on a
 # grpc.aio channel has the same methods, awaitable (the generated *AsyncStub).
@@ -617,12 +672,14 @@ class Client(_Connection[grpc.Channel], _Calls):
         status: pb.SagaStatus.ValueType | None = None,
         page_size: int = 0,
         timeout: float | None = None,
+        **filters: Any,
     ) -> Iterator[pb.Saga]:
-        """Every saga, newest first, page after page (each page one call)."""
+        """Every saga, newest first, page after page (each page one call); `filters`
+        are `list_sagas`'s (saga_type, order_id, request_id, created_from, created_before)."""
         token = ""
         while True:
             page = self.list_sagas(
-                status=status, page_size=page_size, page_token=token, timeout=timeout
+                status=status, page_size=page_size, page_token=token, timeout=timeout, **filters
             )
             yield from page.sagas
             token = page.next_page_token
@@ -683,12 +740,14 @@ class AsyncClient(_Connection[grpc.aio.Channel], _Calls):
         status: pb.SagaStatus.ValueType | None = None,
         page_size: int = 0,
         timeout: float | None = None,
+        **filters: Any,
     ) -> AsyncIterator[pb.Saga]:
-        """Every saga, newest first, page after page (each page one call)."""
+        """Every saga, newest first, page after page (each page one call); `filters`
+        are `list_sagas`'s (saga_type, order_id, request_id, created_from, created_before)."""
         token = ""
         while True:
             page = await self.list_sagas(
-                status=status, page_size=page_size, page_token=token, timeout=timeout
+                status=status, page_size=page_size, page_token=token, timeout=timeout, **filters
             )
             for saga in page.sagas:
                 yield saga

@@ -1,4 +1,5 @@
-"""`minisaga graph`: the saga definition as Mermaid, every step and compensation edge."""
+"""`minisaga graph`: the saga definition, from GetSagaDefinition, as Mermaid, every step and
+compensation edge."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 import pytest
 from minisaga.orchestrator.v1.orchestrator_pb2 import PlaceOrderRequest
 
-from minisaga_client.cli import main
 from minisaga_client.graph import action_id, mermaid, undo_id
+from orchestrator_server.views import definition_view
 from orchestrator_server.order_saga import (
     CHARGE,
     CREATE_SHIPMENT,
@@ -20,6 +21,7 @@ from orchestrator_server.order_saga import (
     refund,
 )
 from orchestrator_server.saga.definition import Saga
+from tests.client.conftest import Cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = re.compile(r"^    (\S+) (-->|-\.->)(?:\|([^|]*)\|)? (\S+)$")
@@ -36,12 +38,11 @@ def edges(source: str) -> set[tuple[str, str, str, str]]:
     return found
 
 
-def test_place_order_is_drawn_with_every_step_undo_and_failure_edge(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert main(["graph"]) == 0
-    source = capsys.readouterr().out.rstrip("\n")
-    assert source == mermaid(PLACE_ORDER)
+async def test_place_order_is_drawn_with_every_step_undo_and_failure_edge(cli: Cli) -> None:
+    drawn = await cli("graph")
+    assert drawn.code == 0
+    source = drawn.out.rstrip("\n")
+    assert source == mermaid(definition_view(PLACE_ORDER))
     assert source.startswith("graph TD\n")
 
     for step in PLACE_ORDER.steps:  # one node per action and per compensation, with its RPC
@@ -87,7 +88,7 @@ def test_a_step_without_compensation_has_one_failure_edge() -> None:
         .build()
     )
 
-    source = mermaid(definition)
+    source = mermaid(definition_view(definition))
 
     assert "undo_ship" not in source
     assert edges(source) == {
@@ -102,12 +103,16 @@ def test_a_step_without_compensation_has_one_failure_edge() -> None:
     }
 
 
+async def test_an_unknown_saga_type_is_not_found(cli: Cli) -> None:
+    missing = await cli("graph", "--saga-type", "none_such")
+    assert (missing.code, missing.err) == (4, "minisaga: not found: no saga type 'none_such'\n")
+
+
 @pytest.mark.parametrize("page", ["README.md", "docs/operating.md"])
-def test_the_docs_show_the_graph_as_generated(
-    page: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["graph", "--markdown"]) == 0
-    fenced = capsys.readouterr().out
+async def test_the_docs_show_the_graph_as_generated(page: str, cli: Cli) -> None:
+    drawn = await cli("graph", "--markdown")
+    assert drawn.code == 0
+    fenced = drawn.out
     assert fenced.startswith("```mermaid\ngraph TD\n")
     assert fenced in (ROOT / page).read_text(), (
         f"{page} is stale: paste `minisaga graph --markdown`"

@@ -40,13 +40,15 @@ SERVER_CODE = (
     "shipping_server",
     "orchestrator_server",
 )
+CONSOLE_CODE = "minisaga_client/console"
+"""`minisaga console` imports its web server only when run: its imports are the `console` extra's."""
 POSTGRES_CODE = "orchestrator_server/saga/postgres_store.py"
 """Imported only for a postgresql:// store: its imports are the `postgres` extra's."""
 INSTALLED = {"minisaga", "minisaga_client", *SERVER_CODE}
 """The top-level packages of the wheel: the client, the messages, and the servers.
 
-The servers stay in it, their dependencies an extra: `minisaga graph` draws the
-saga from the orchestrator's own definition, which needs no server dependency.
+The servers stay in it, their dependencies an extra (`minisaga graph` asks the
+orchestrator for its definition, GetSagaDefinition: it imports no server code).
 """
 FIRST_PARTY = INSTALLED | {"bench", "examples", "tests"}
 
@@ -67,6 +69,7 @@ def requirements(extra: str | None = None) -> set[str]:
 BASE = requirements()
 SERVER = requirements("server")
 POSTGRES = requirements("postgres")
+CONSOLE = requirements("console")
 
 
 @functools.cache
@@ -108,7 +111,7 @@ def imports(packages: Iterable[str], *, leave_out: str = "") -> dict[str, set[st
         path = ROOT / package
         files = [path] if path.is_file() else sorted(path.rglob("*.py"))
         for file in files:
-            if file == ROOT / leave_out:
+            if leave_out and file.is_relative_to(ROOT / leave_out):
                 continue
             for node in ast.walk(ast.parse(file.read_text(), str(file))):
                 if isinstance(node, ast.Import):
@@ -125,7 +128,7 @@ def imports(packages: Iterable[str], *, leave_out: str = "") -> dict[str, set[st
 
 
 def test_the_base_install_is_what_the_client_imports() -> None:
-    used = imports(CLIENT_CODE)
+    used = imports(CLIENT_CODE, leave_out=CONSOLE_CODE)
     assert set(used) == BASE, f"the client imports {used}; pyproject.toml's base lists {BASE}"
 
 
@@ -143,10 +146,18 @@ def test_postgres_brings_the_servers_and_what_the_postgres_store_imports() -> No
     assert set(used) - BASE - SERVER == POSTGRES == {"asyncpg"}
 
 
+def test_the_console_extra_is_what_the_console_imports_beyond_the_base() -> None:
+    used = imports([CONSOLE_CODE])
+    assert set(used) - BASE == CONSOLE == {"aiohttp"}
+    assert "minisaga[server]" not in PROJECT["optional-dependencies"]["console"]
+    server_code = imports([CONSOLE_CODE, "minisaga_client/cli.py"])
+    assert not {name for name in server_code if name in SERVER | POSTGRES}
+
+
 def test_dev_brings_every_extra() -> None:
     extras = PROJECT["optional-dependencies"]
     dev = [r for r in extras["dev"] if canonical(r) == "minisaga"]
-    assert dev == ["minisaga[server,postgres]"], (
+    assert dev == ["minisaga[server,postgres,console]"], (
         "make install must still get every server dependency"
     )
 
@@ -187,7 +198,9 @@ def test_the_wheel_requires_no_server_dependency_without_an_extra(
     assert unconditional == BASE
     server = {canonical(r) for r in requires if re.search(r"""extra == ["']server["']""", r)}
     assert server == SERVER
-    assert {"server", "postgres", "dev"} <= set(metadata(wheel).get_all("Provides-Extra") or [])
+    assert {"server", "postgres", "console", "dev"} <= set(
+        metadata(wheel).get_all("Provides-Extra") or []
+    )
 
 
 def test_the_wheel_holds_the_client_the_messages_and_the_servers_but_not_bench(
@@ -197,6 +210,10 @@ def test_the_wheel_holds_the_client_the_messages_and_the_servers_but_not_bench(
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == INSTALLED
     assert "minisaga_client/py.typed" in names
+    assert {
+        "minisaga_client/console/static/console.js",
+        "minisaga_client/console/static/console.css",
+    } <= set(names)
     assert "minisaga/py.typed" in names
     assert "minisaga/orchestrator/v1/orchestrator_pb2.pyi" in names
     [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
@@ -235,12 +252,12 @@ sys.exit(main(sys.argv[2:]))
 
 
 def server_modules() -> set[str]:
-    """The top-level modules that only the server extras' distributions provide."""
+    """The top-level modules that only the server and console extras' distributions provide."""
     providers = importlib.metadata.packages_distributions()
     return {
         module
         for module, dists in providers.items()
-        if {canonical(d) for d in dists} <= (SERVER | POSTGRES) - BASE
+        if {canonical(d) for d in dists} <= (SERVER | POSTGRES | CONSOLE) - BASE
     }
 
 
@@ -249,7 +266,7 @@ def server_modules() -> set[str]:
     [
         (["--help"], {EXIT_OK}, "usage: minisaga"),
         (["--version"], {EXIT_OK}, f"minisaga {PROJECT['version']}"),
-        (["graph"], {EXIT_OK}, "graph TD"),
+        (["console", "--help"], {EXIT_OK}, "usage: minisaga console"),
         # Nothing listens there: the call fails, as a typed error the command reports.
         (
             ["--orchestrator", "127.0.0.1:1", "--timeout", "5", "saga", "get", "x"],
@@ -257,13 +274,13 @@ def server_modules() -> set[str]:
             "",
         ),
     ],
-    ids=["help", "version", "graph", "a-call"],
+    ids=["help", "version", "console-help", "a-call"],
 )
 def test_the_command_runs_without_any_server_dependency(
     tmp_path: Path, args: list[str], codes: set[int], shows: str
 ) -> None:
     refused = server_modules()
-    assert {"asyncpg", "grpc_health", "grpc_reflection", "grpc_status"} <= refused
+    assert {"asyncpg", "grpc_health", "grpc_reflection", "grpc_status", "aiohttp"} <= refused
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run(
         [sys.executable, "-c", REFUSING, ",".join(sorted(refused)), *args],
