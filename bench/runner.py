@@ -277,13 +277,27 @@ def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with cluster(
         folder,
         orchestrator=True,
-        shipping_args=["--fault-latency-ms", str(latency_ms), "--fault-methods", "CreateShipment"],
+        shipping_args=[
+            "--fault-latency-ms",
+            str(latency_ms),
+            "--fault-methods",
+            "CreateShipment",
+            # Every saga's CreateShipment is in flight at once: the limits make room.
+            "--max-concurrent-rpcs",
+            str(args.in_flight_sagas + 1000),
+        ],
         # The one slow call must not time out (and be retried) while we measure.
         orchestrator_args=[
             "--attempt-timeout-ms",
             str(latency_ms + 60_000),
             "--saga-deadline-seconds",
             str(latency_ms // 1000 + 300),
+            "--max-sagas-in-flight",
+            str(args.in_flight_sagas),
+            "--max-calls-per-participant",
+            str(args.in_flight_sagas),
+            "--max-db-queue",
+            str(2 * args.in_flight_sagas),
         ],
     ) as services:
         bound = latency_ms / 1000 - 5  # measure before the first shipments come back
@@ -302,7 +316,9 @@ def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["shipping_latency_ms"] = latency_ms
         result["orchestrator_settings"] = (
             f"defaults, but --attempt-timeout-ms {latency_ms + 60_000} and "
-            f"--saga-deadline-seconds {latency_ms // 1000 + 300} (longer than Shipping's delay)"
+            f"--saga-deadline-seconds {latency_ms // 1000 + 300} (longer than Shipping's delay), "
+            f"--max-sagas-in-flight and --max-calls-per-participant {args.in_flight_sagas}, "
+            f"--max-db-queue {2 * args.in_flight_sagas}"
         )
         return result
 

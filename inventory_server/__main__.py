@@ -19,6 +19,7 @@ from service_kit.call_log import add_call_log_flag
 from service_kit.database import Database
 from service_kit.faults import add_fault_flags
 from service_kit.flags import add_server_flags, env_default
+from service_kit.limits import add_limit_flags
 from service_kit.participant import run, serve_participant
 
 SERVICE = inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name
@@ -50,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "repeatable, and PRODUCT=QTY,PRODUCT=QTY also works "
         f"(default {DEFAULT_STOCK}, env {ENV_PREFIX}_STOCK; an empty env value seeds nothing)",
     )
+    add_limit_flags(parser, ENV_PREFIX)
     add_fault_flags(parser, ENV_PREFIX)
     add_call_log_flag(parser, ENV_PREFIX)
     args = flags.parse(parser, argv)

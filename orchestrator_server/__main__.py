@@ -12,15 +12,17 @@ from pathlib import Path
 
 from orchestrator_server.app import OrchestratorConfig, is_postgres, start
 from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE
+from orchestrator_server.saga.engine import EngineLimits
 from orchestrator_server.saga.retry import (
     DEFAULT_ACTION_RETRY,
     DEFAULT_COMPENSATION_RETRY,
     RetryPolicy,
 )
 from orchestrator_server.saga.sqlite_store import StoreInUse
-from service_kit import flags
+from service_kit import flags, limits
 from service_kit.faults import add_failure_switches_flag, failure_switches_allowed
 from service_kit.flags import add_server_flags, env_default
+from service_kit.limits import add_limit, add_limit_flags
 from service_kit.server import configure_logging, serve_until_signalled
 from service_kit.tls import InsecureListen, security_from_args, tls_from_args
 
@@ -161,6 +163,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         _ms(COMPENSATIONS.maximum_interval),
         "longest backoff between compensation attempts",
     )
+    bounds = add_limit_flags(parser, ENV)
+    for name, default, text in (
+        (
+            "max-sagas-in-flight",
+            limits.MAX_SAGAS_IN_FLIGHT,
+            "sagas this orchestrator drives at once (about 35 KB each); above it PlaceOrder "
+            "is refused with RESOURCE_EXHAUSTED and RetryInfo, having written nothing",
+        ),
+        (
+            "max-calls-per-participant",
+            limits.MAX_CALLS_PER_PARTICIPANT,
+            "RPCs in flight to one participant; the next attempts of other sagas wait their turn",
+        ),
+        (
+            "max-recovering-sagas",
+            limits.MAX_RECOVERING_SAGAS,
+            "unfinished sagas found at start-up (or a dead replica's) driven at once; the "
+            "rest wait in line, oldest first",
+        ),
+        (
+            "max-watch-streams",
+            limits.MAX_WATCH_STREAMS,
+            "WatchSaga streams open at once; above it WatchSaga is refused with RESOURCE_EXHAUSTED",
+        ),
+        (
+            "place-order-max-wait-seconds",
+            limits.PLACE_ORDER_MAX_WAIT_SECONDS,
+            "longest PlaceOrder waits for its saga to end, with no deadline or a later one; "
+            "then it answers with the saga as it is (RUNNING)",
+        ),
+    ):
+        add_limit(bounds, ENV, name, default, text)
     parser.add_argument(
         "--sqlite-synchronous",
         choices=["FULL", "NORMAL", "OFF"],
@@ -236,6 +270,15 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
             synchronous=args.sqlite_synchronous,
             max_message_bytes=args.max_message_bytes,
             checkpoint=crash_hook(args.crash_at),
+            engine_limits=EngineLimits(
+                max_sagas_in_flight=args.max_sagas_in_flight,
+                max_calls_per_participant=args.max_calls_per_participant,
+                max_recovering_sagas=args.max_recovering_sagas,
+            ),
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            max_db_queue=args.max_db_queue,
+            max_watch_streams=args.max_watch_streams,
+            place_order_max_wait=timedelta(seconds=args.place_order_max_wait_seconds),
             security=security_from_args(args),
             participant_tls=tls_from_args(
                 args.participant_tls_cert or args.tls_cert,

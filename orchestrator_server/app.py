@@ -17,7 +17,7 @@ from minisaga.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from orchestrator_server.order_saga import place_order_saga
 from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE
-from orchestrator_server.saga.engine import SagaEngine
+from orchestrator_server.saga.engine import EngineLimits, SagaEngine
 from orchestrator_server.saga.retry import (
     DEFAULT_ACTION_RETRY,
     DEFAULT_COMPENSATION_RETRY,
@@ -26,6 +26,7 @@ from orchestrator_server.saga.retry import (
 from orchestrator_server.saga.sqlite_store import SqliteSagaStore
 from orchestrator_server.saga.store import DEFAULT_LEASE_TTL, SagaStore
 from orchestrator_server.service import OrchestratorService
+from service_kit import limits
 from service_kit.database import Synchronous
 from service_kit.server import DEFAULT_MAX_MESSAGE_BYTES, RunningServer, start_server
 from service_kit.tls import Security, TlsFiles
@@ -76,6 +77,15 @@ class OrchestratorConfig:
     """The client certificate, key and CA the channels to the participants use (None: plaintext)."""
     allow_failure_switches: bool = False
     """Whether PlaceOrder honours fail_payment/fail_inventory/fail_shipping (development)."""
+    # Limits that shed load (service_kit/limits.py, docs/security.md#limits).
+    engine_limits: EngineLimits = field(default_factory=EngineLimits)
+    """Sagas in flight, calls per participant, sagas recovered at once."""
+    max_concurrent_rpcs: int = limits.MAX_CONCURRENT_RPCS
+    max_db_queue: int = limits.MAX_DB_QUEUE
+    """Jobs queued for the SQLite saga log's writer; a new saga is refused above it."""
+    max_watch_streams: int = limits.MAX_WATCH_STREAMS
+    place_order_max_wait: timedelta = timedelta(seconds=limits.PLACE_ORDER_MAX_WAIT_SECONDS)
+    """PlaceOrder's longest wait for the saga to end, whatever the caller's deadline."""
 
 
 @dataclass
@@ -116,7 +126,9 @@ async def open_store(config: OrchestratorConfig) -> ClosableStore:
     if config.store not in ("", "sqlite"):
         raise ValueError(f"unknown store {config.store!r}: use sqlite or a postgresql:// URL")
     config.db.parent.mkdir(parents=True, exist_ok=True)
-    return await SqliteSagaStore(config.db, synchronous=config.synchronous).open()
+    return await SqliteSagaStore(
+        config.db, synchronous=config.synchronous, max_queue=config.max_db_queue
+    ).open()
 
 
 async def start(config: OrchestratorConfig) -> Orchestrator:
@@ -128,12 +140,21 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
         action_retry=config.action_retry,
         compensation_retry=config.compensation_retry,
     )
-    engine = SagaEngine(store, channels, [definition], rng=config.rng, checkpoint=config.checkpoint)
+    engine = SagaEngine(
+        store,
+        channels,
+        [definition],
+        rng=config.rng,
+        checkpoint=config.checkpoint,
+        limits=config.engine_limits,
+    )
     service = OrchestratorService(
         engine,
         definition,
         inventory_pb2_grpc.InventoryServiceStub(channels["inventory"]),
         allow_failure_switches=config.allow_failure_switches,
+        max_watch_streams=config.max_watch_streams,
+        place_order_max_wait=config.place_order_max_wait.total_seconds(),
     )
     try:  # listen first: a port in use must not leave recovered sagas claimed by nobody
         server = await start_server(
@@ -141,6 +162,7 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
             [SERVICE],
             config.listen,
             max_message_bytes=config.max_message_bytes,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             security=config.security,
         )
     except BaseException:

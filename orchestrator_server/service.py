@@ -14,7 +14,7 @@ from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 
 from orchestrator_server.saga.definition import SagaDefinition
-from orchestrator_server.saga.engine import SagaEngine
+from orchestrator_server.saga.engine import SagaEngine, SagaLimitReached
 from orchestrator_server.saga.store import (
     BadPageToken,
     IdempotencyConflict,
@@ -30,7 +30,7 @@ from orchestrator_server.views import (
     saga_view,
     status_from_proto,
 )
-from service_kit import errors, validation
+from service_kit import errors, limits, validation
 from service_kit.errors import Context, FieldViolation
 from service_kit.faults import refuse_failure_switches
 
@@ -49,8 +49,14 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         inventory: inventory_pb2_grpc.InventoryServiceAsyncStub,
         *,
         allow_failure_switches: bool = False,
+        max_watch_streams: int = limits.MAX_WATCH_STREAMS,
+        place_order_max_wait: float = limits.PLACE_ORDER_MAX_WAIT_SECONDS,
     ) -> None:
         self.allow_failure_switches = allow_failure_switches
+        self.max_watch_streams = max_watch_streams
+        self.place_order_max_wait = place_order_max_wait
+        self.watch_streams = 0
+        """WatchSaga streams open now, at most max_watch_streams."""
         self.engine = engine
         self.place_order = place_order
         self.inventory = inventory
@@ -89,8 +95,19 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 f"(saga {conflict.existing.saga_id})",
                 saga_id=conflict.existing.saga_id,
             ) from conflict
+        except SagaLimitReached as full:
+            raise errors.overloaded(
+                f"this orchestrator has {full.in_flight} sagas in flight "
+                f"(--max-sagas-in-flight {full.limit}); no order was placed, try again later",
+                limits.RETRY_AFTER_SECONDS,
+                limit="max-sagas-in-flight",
+            ) from full
+        # With no deadline (grpcurl's default) or a long one, answer after
+        # place_order_max_wait with the saga as it is.
         remaining = context.time_remaining()
-        timeout = None if remaining is None else max(0.0, remaining - _reply_margin(remaining))
+        timeout = self.place_order_max_wait
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining - _reply_margin(remaining)))
         final = await self.engine.wait(record.saga_id, timeout) or record
         return pb.PlaceOrderResponse(
             order_id=final.business_key,
@@ -212,7 +229,25 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def WatchSaga(
         self, request: pb.WatchSagaRequest, context: Context
     ) -> AsyncIterator[pb.WatchSagaResponse]:
-        record = await self._load(request.saga_id)
+        if self.watch_streams >= self.max_watch_streams:
+            raise errors.overloaded(
+                f"{self.watch_streams} WatchSaga streams are open "
+                f"(--max-watch-streams {self.max_watch_streams}); try again later",
+                limits.RETRY_AFTER_SECONDS,
+                limit="max-watch-streams",
+            )
+        self.watch_streams += 1
+        try:
+            record = await self._load(request.saga_id)
+            with self.engine.changes.watch(record.saga_id) as changed:
+                async for response in self._follow(record, changed):
+                    yield response
+        finally:
+            self.watch_streams -= 1
+
+    async def _follow(
+        self, record: SagaRecord, changed: asyncio.Event
+    ) -> AsyncIterator[pb.WatchSagaResponse]:
         sent: set[Any] = set()
         sequence = 0
         while True:
@@ -226,7 +261,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 yield pb.WatchSagaResponse(event=event, saga=view)
             if record.status.terminal:
                 return
-            changed = self.engine.changes.event(record.saga_id)
+            changed.clear()
             fresh = await self.engine.store.load(record.saga_id)
             if fresh is not None and _progress(fresh) == _progress(record):
                 # Nothing new yet. Listen, and poll too: another process may drive it.

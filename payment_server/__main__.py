@@ -11,6 +11,7 @@ from service_kit import flags
 from service_kit.call_log import add_call_log_flag
 from service_kit.faults import add_fault_flags
 from service_kit.flags import add_server_flags, env_default
+from service_kit.limits import add_limit_flags
 from service_kit.participant import run, serve_participant
 
 SERVICE = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="charges above this amount are declined with PAYMENT_DECLINED "
         "(minor units; default %(default)s)",
     )
+    add_limit_flags(parser, "MINISAGA_PAYMENT")
     add_fault_flags(parser, "MINISAGA_PAYMENT")
     add_call_log_flag(parser, "MINISAGA_PAYMENT")
     return flags.parse(parser, argv)

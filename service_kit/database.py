@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from service_kit.errors import overloaded
+from service_kit.limits import MAX_DB_QUEUE, RETRY_AFTER_SECONDS
+
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -47,10 +50,12 @@ class Database:
         *,
         schema: str | Sequence[str],
         synchronous: Synchronous = "FULL",
+        max_queue: int = MAX_DB_QUEUE,
     ):
         """`schema` is the list of migrations, oldest first (a single script is
         migration 1). The file's `PRAGMA user_version` says how many are applied;
-        the missing ones run at open, each in its own transaction."""
+        the missing ones run at open, each in its own transaction. At most
+        `max_queue` jobs wait for (or are in) the writer: see `run`."""
         self.path = str(path)
         self._migrations = [schema] if isinstance(schema, str) else list(schema)
         self._synchronous = synchronous
@@ -58,6 +63,10 @@ class Database:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0  # batches committed, for tests and the benchmark
+        self.max_queue = max_queue
+        self.pending = 0
+        """Jobs queued or running, at most max_queue."""
+        self._room = asyncio.Event()  # set whenever jobs leave the queue
 
     async def open(self) -> Database:
         self._loop = asyncio.get_running_loop()
@@ -76,10 +85,26 @@ class Database:
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs fn in a transaction; returns its result once committed."""
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, wait_for_room: bool = False) -> T:
+        """Runs fn in a transaction; returns its result once committed.
+
+        When `max_queue` jobs are already waiting, a request is shed: it raises
+        RESOURCE_EXHAUSTED with RetryInfo, having run nothing. Work that must not
+        be dropped (a saga's own log writes) passes wait_for_room and waits its turn.
+        """
         if self._loop is None or self._thread is None:
             raise RuntimeError("database is not open")
+        while self.pending >= self.max_queue:
+            if not wait_for_room:
+                raise overloaded(
+                    f"the database of this service has {self.pending} jobs queued "
+                    f"(--max-db-queue {self.max_queue}); try again shortly",
+                    RETRY_AFTER_SECONDS,
+                    limit="max-db-queue",
+                )
+            self._room.clear()
+            await self._room.wait()
+        self.pending += 1
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put(_Job(fn, future))
         return await future
@@ -158,7 +183,15 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(job.future, None, error) for job in batch]
-        self._loop.call_soon_threadsafe(_settle_all, outcomes)
+        self._loop.call_soon_threadsafe(self._settle_batch, outcomes)
+
+    def _settle_batch(
+        self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+    ) -> None:
+        """On the event loop: answers a committed batch and makes room in the queue."""
+        self.pending -= len(outcomes)
+        self._room.set()
+        _settle_all(outcomes)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -38,7 +38,7 @@ async def serve_participant(
     """
     security = security_from_args(args)
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    db = await Database(args.db, schema=schema).open()
+    db = await Database(args.db, schema=schema, max_queue=args.max_db_queue).open()
     call_log = open_call_log(args.call_log)
     try:
         service = build(db, faults_from_flags(args))
@@ -49,6 +49,7 @@ async def serve_participant(
             [service_name],
             args.listen,
             max_message_bytes=args.max_message_bytes,
+            maximum_concurrent_rpcs=args.max_concurrent_rpcs,
             interceptors=[call_log] if call_log else (),
             security=security,
         )

@@ -54,6 +54,7 @@ async def start_server(
     listen: str,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    maximum_concurrent_rpcs: int | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     security: Security = PLAINTEXT,
 ) -> RunningServer:
@@ -67,6 +68,8 @@ async def start_server(
         interceptors = [Authorizer(tokens), *interceptors]
     server = grpc.aio.server(
         interceptors=list(interceptors) or None,
+        # Above it, gRPC refuses a call with RESOURCE_EXHAUSTED (service_kit/limits.py).
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", 16 * max_message_bytes),

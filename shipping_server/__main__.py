@@ -10,6 +10,7 @@ from service_kit import flags
 from service_kit.call_log import add_call_log_flag
 from service_kit.faults import add_fault_flags
 from service_kit.flags import add_server_flags
+from service_kit.limits import add_limit_flags
 from service_kit.participant import run, serve_participant
 from shipping_server.service import SCHEMA, ShippingService
 
@@ -25,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_server_flags(
         parser, env_prefix="MINISAGA_SHIPPING", listen="127.0.0.1:7004", db="data/shipping.db"
     )
+    add_limit_flags(parser, "MINISAGA_SHIPPING")
     add_fault_flags(parser, "MINISAGA_SHIPPING")
     add_call_log_flag(parser, "MINISAGA_SHIPPING")
     return flags.parse(parser, argv)

@@ -22,6 +22,7 @@ import grpc
 
 from service_kit.database import Database
 from service_kit.faults import FaultConfig
+from service_kit.limits import MAX_DB_QUEUE
 from service_kit.server import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,13 +58,19 @@ async def serve_in_process(
     add_to_server: Callable[[Any, grpc.aio.Server], None],
     service_name: str,
     faults: FaultConfig | None = None,
+    *,
+    max_db_queue: int = MAX_DB_QUEUE,
+    maximum_concurrent_rpcs: int | None = None,
 ) -> InProcess:
     # Test servers are development servers: the requests' failure switches work.
     faults = faults or FaultConfig(allow_failure_switches=True)
-    db = await Database(db_path, schema=schema).open()
+    db = await Database(db_path, schema=schema, max_queue=max_db_queue).open()
     service = build(db, faults)
     running = await start_server(
-        lambda server: add_to_server(service, server), [service_name], "127.0.0.1:0"
+        lambda server: add_to_server(service, server),
+        [service_name],
+        "127.0.0.1:0",
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     return InProcess(running, db, service, faults)
 

@@ -19,7 +19,9 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
@@ -40,6 +42,7 @@ from orchestrator_server.saga.store import (
     SagaStore,
     StatusChange,
 )
+from service_kit import limits
 from service_kit.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -53,19 +56,60 @@ NO_COMPENSATION = "NO_COMPENSATION"
 
 
 class ChangeFeed:
-    """Wakes whoever watches a saga when its log changes (in this process)."""
+    """Wakes whoever watches a saga when its log changes (in this process).
+
+    A watcher holds its event only inside `watch`, so nothing stays behind for a
+    saga nobody watches any more, however it ended."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
-    def event(self, saga_id: str) -> asyncio.Event:
-        """Take the event *before* reading the saga, then wait on it: no change is missed."""
-        return self._events.setdefault(saga_id, asyncio.Event())
+    @contextlib.contextmanager
+    def watch(self, saga_id: str) -> Iterator[asyncio.Event]:
+        """An event set at each change of the saga while the block runs. Clear it
+        *before* reading the saga, then wait on it: no change is missed."""
+        event = asyncio.Event()
+        self._watchers.setdefault(saga_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._watchers.get(saga_id)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._watchers[saga_id]
 
     def notify(self, saga_id: str) -> None:
-        event = self._events.pop(saga_id, None)
-        if event is not None:
+        for event in self._watchers.get(saga_id, ()):
             event.set()
+
+    def watched(self, saga_id: str) -> bool:
+        return saga_id in self._watchers
+
+    def __len__(self) -> int:
+        """Sagas being watched: what the feed holds in memory."""
+        return len(self._watchers)
+
+
+class SagaLimitReached(Exception):
+    """--max-sagas-in-flight sagas are in flight here: a new one is refused."""
+
+    def __init__(self, in_flight: int, limit: int) -> None:
+        super().__init__(f"{in_flight} sagas in flight (--max-sagas-in-flight {limit})")
+        self.in_flight = in_flight
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What one orchestrator takes on at once (service_kit/limits.py has the reasons)."""
+
+    max_sagas_in_flight: int = limits.MAX_SAGAS_IN_FLIGHT
+    """Sagas driven, being created, or waiting for recovery; start() refuses more."""
+    max_calls_per_participant: int = limits.MAX_CALLS_PER_PARTICIPANT
+    """RPCs in flight to one participant; a saga's next attempt waits for a slot."""
+    max_recovering_sagas: int = limits.MAX_RECOVERING_SAGAS
+    """Sagas found by recover() that are driven at once; the rest wait in line."""
 
 
 class SagaEngine:
@@ -77,8 +121,16 @@ class SagaEngine:
         *,
         rng: random.Random | None = None,
         checkpoint: Callable[[str], None] | None = None,
+        limits: EngineLimits = EngineLimits(),
     ) -> None:
         self.store = store
+        self.limits = limits
+        self._starting = 0  # start() calls between the limit check and their task
+        self._slots: dict[str, asyncio.Semaphore] = {}  # per participant
+        self._waiting: Counter[str] = Counter()  # attempts waiting for a participant's slot
+        self._recovery_line: deque[str] = deque()  # found by recover(), not driven yet
+        self._recovery_slots = asyncio.Semaphore(limits.max_recovering_sagas)
+        self._pacer: asyncio.Task[None] | None = None
         self._checkpoint = checkpoint or (lambda name: None)
         self.changes = ChangeFeed()
         self._channels = channels
@@ -101,6 +153,20 @@ class SagaEngine:
     def definition(self, name: str) -> SagaDefinition[Any]:
         return self._definitions[name]
 
+    @property
+    def in_flight(self) -> int:
+        """Sagas this engine drives, is creating, or has in line for recovery."""
+        return len(self._tasks) + self._starting + len(self._recovery_line)
+
+    @property
+    def recovery_backlog(self) -> int:
+        """Sagas found by recover() still waiting for a recovery slot."""
+        return len(self._recovery_line)
+
+    def waiting_for(self, participant: str) -> int:
+        """Attempts waiting for a free call slot to `participant`."""
+        return self._waiting[participant]
+
     # --- the API the service uses -----------------------------------------
 
     async def start(
@@ -112,7 +178,10 @@ class SagaEngine:
         request_id: str | None = None,
     ) -> tuple[SagaRecord, bool]:
         """Records a new saga and starts driving it; with a known request_id,
-        returns that saga instead (created=False)."""
+        returns that saga instead (created=False). Raises SagaLimitReached,
+        having written nothing, when max_sagas_in_flight are in flight."""
+        if self.in_flight >= self.limits.max_sagas_in_flight:
+            raise SagaLimitReached(self.in_flight, self.limits.max_sagas_in_flight)
         now = now_ms()
         record = SagaRecord(
             saga_id=str(uuid.uuid4()),
@@ -127,14 +196,18 @@ class SagaEngine:
         )
         # Shielded: once the row is committed, the saga must be driven even if
         # our caller gives up meanwhile (its deadline, say).
+        self._starting += 1
         return await asyncio.shield(self._create_and_drive(record))
 
     async def _create_and_drive(self, record: SagaRecord) -> tuple[SagaRecord, bool]:
-        record, created = await self.store.create(record)
-        if created:
-            self.drive(record.saga_id, record)
-        elif not record.status.terminal:
-            self.drive(record.saga_id)  # a no-op if it runs here; claims it if nobody does
+        try:
+            record, created = await self.store.create(record)
+            if created:
+                self.drive(record.saga_id, record)
+            elif not record.status.terminal:
+                self.drive(record.saga_id)  # a no-op if it runs here; claims it if nobody does
+        finally:
+            self._starting -= 1
         return record, created
 
     def drive(
@@ -154,13 +227,28 @@ class SagaEngine:
     async def recover(self) -> list[str]:
         """Drives every saga that is not terminal and that no live replica owns:
         at start-up, and then now and again to take over from replicas that
-        died. Running it twice is harmless."""
-        saga_ids = [s for s in await self.store.claimable() if s not in self._tasks]
-        for saga_id in saga_ids:
-            self.drive(saga_id)
+        died. Running it twice is harmless. The sagas found are driven at most
+        max_recovering_sagas at a time, oldest first: a restart with 10,000
+        unfinished sagas does not send 10,000 calls at once."""
+        queued = set(self._recovery_line)
+        saga_ids = [
+            s for s in await self.store.claimable() if s not in self._tasks and s not in queued
+        ]
+        self._recovery_line.extend(saga_ids)
+        if saga_ids and (self._pacer is None or self._pacer.done()):
+            self._pacer = asyncio.create_task(self._pace_recovery(), name="saga-recovery")
         if saga_ids:
             log.info("recovering %d unfinished saga(s)", len(saga_ids))
         return saga_ids
+
+    async def _pace_recovery(self) -> None:
+        while self._recovery_line:
+            await self._recovery_slots.acquire()
+            saga_id = self._recovery_line.popleft()
+            if saga_id in self._tasks:  # driven meanwhile (ResumeSaga, say)
+                self._recovery_slots.release()
+                continue
+            self.drive(saga_id).add_done_callback(lambda _: self._recovery_slots.release())
 
     def start_maintenance(self, *, renew_every: float, recover_every: float) -> None:
         """Runs `maintain` in the background until `close`."""
@@ -216,17 +304,18 @@ class SagaEngine:
                 ended = None  # this replica let go of the saga: another one drives it
             if ended is not None and ended.status.terminal:
                 return ended
-        while True:  # the saga is driven elsewhere: follow it through the log
-            changed = self.changes.event(saga_id)
-            record = await self.store.load(saga_id)
-            if record is None or record.status.terminal:
-                return record
-            left = 1.0 if deadline is None else min(1.0, deadline - loop.time())
-            if left <= 0:
-                return record
-            # Poll as well as listen: another process may be driving the saga.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
+        with self.changes.watch(saga_id) as changed:
+            while True:  # the saga is driven elsewhere: follow it through the log
+                changed.clear()
+                record = await self.store.load(saga_id)
+                if record is None or record.status.terminal:
+                    return record
+                left = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+                if left <= 0:
+                    return record
+                # Poll as well as listen: another process may be driving the saga.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
 
     async def cancel(self, saga_id: str) -> SagaRecord | None:
         """Asks a RUNNING saga to stop and compensate; durable before it returns."""
@@ -248,8 +337,9 @@ class SagaEngine:
     async def close(self) -> None:
         """Stops driving; every saga stays durable and is recovered at the next start."""
         tasks = list(self._tasks.values())
-        if self._maintenance is not None:
-            tasks.append(self._maintenance)
+        for helper in (self._maintenance, self._pacer):
+            if helper is not None:
+                tasks.append(helper)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -454,6 +544,39 @@ class SagaEngine:
     ) -> AttemptRecord:
         """One RPC: recorded (with the previous attempt's outcome, if unsaved)
         before it is sent. Its own outcome is returned for the next write."""
+        async with self._call_slot(invocation.rpc.participant):
+            return await self._attempt_now(
+                context, record, step, phase, invocation, unsaved, status
+            )
+
+    @contextlib.asynccontextmanager
+    async def _call_slot(self, participant: str) -> AsyncIterator[None]:
+        """One of max_calls_per_participant slots to `participant`, held for an attempt."""
+        slots = self._slots.get(participant)
+        if slots is None:
+            slots = self._slots[participant] = asyncio.Semaphore(
+                self.limits.max_calls_per_participant
+            )
+        self._waiting[participant] += 1
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting[participant] -= 1
+        try:
+            yield
+        finally:
+            slots.release()
+
+    async def _attempt_now(
+        self,
+        context: SagaContext[Any],
+        record: SagaRecord,
+        step: Step[Any],
+        phase: Phase,
+        invocation: Invocation[Any, Any, Any],
+        unsaved: AttemptRecord | None,
+        status: StatusChange | None,
+    ) -> AttemptRecord:
         request = invocation.build(context)
         number = len(record.attempts_of(step.name, phase)) + 1
         attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())

@@ -13,9 +13,9 @@ from __future__ import annotations
 import fcntl
 import math
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from orchestrator_server.saga.store import (
     AttemptRecord,
@@ -33,6 +33,9 @@ from orchestrator_server.saga.store import (
     encode_page_token,
 )
 from service_kit.database import Database, Synchronous
+from service_kit.limits import MAX_DB_QUEUE
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sagas (
@@ -106,8 +109,14 @@ class SqliteSagaStore:
     process on the same file would drive the same sagas. An exclusive lock on
     `<db>.lock` (released by the kernel when the process dies) refuses it."""
 
-    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
-        self.db = Database(path, schema=MIGRATIONS, synchronous=synchronous)
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        max_queue: int = MAX_DB_QUEUE,
+    ) -> None:
+        self.db = Database(path, schema=MIGRATIONS, synchronous=synchronous, max_queue=max_queue)
         self._lock_path = Path(f"{path}.lock")
         self._lock: IO[bytes] | None = None
 
@@ -124,6 +133,11 @@ class SqliteSagaStore:
             ) from None
         await self.db.open()
         return self
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A job of the log that waits for room in the writer's queue: only
+        `create`, which would add a saga, is refused when the queue is full."""
+        return await self.db.run(fn, wait_for_room=True)
 
     async def close(self) -> None:
         await self.db.close()
@@ -157,15 +171,13 @@ class SqliteSagaStore:
             )
             return saga, True
 
-        return await self.db.run(create)
+        return await self.db.run(create)  # shed when the queue is full
 
     async def load(self, saga_id: str) -> SagaRecord | None:
-        return await self.db.run(lambda conn: _load_where(conn, "saga_id = ?", (saga_id,)))
+        return await self._run(lambda conn: _load_where(conn, "saga_id = ?", (saga_id,)))
 
     async def load_by_business_key(self, business_key: str) -> SagaRecord | None:
-        return await self.db.run(
-            lambda conn: _load_where(conn, "business_key = ?", (business_key,))
-        )
+        return await self._run(lambda conn: _load_where(conn, "business_key = ?", (business_key,)))
 
     async def write(
         self,
@@ -207,7 +219,7 @@ class SqliteSagaStore:
             if status is not None:
                 _change_status(conn, saga_id, status)
 
-        await self.db.run(write)
+        await self._run(write)
 
     async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         def cancel(conn: sqlite3.Connection) -> SagaRecord | None:
@@ -218,7 +230,7 @@ class SqliteSagaStore:
             )
             return _load_where(conn, "saga_id = ?", (saga_id,))
 
-        return await self.db.run(cancel)
+        return await self._run(cancel)
 
     async def resume(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         def resume(conn: sqlite3.Connection) -> SagaRecord | None:
@@ -229,7 +241,7 @@ class SqliteSagaStore:
             )
             return _load_where(conn, "saga_id = ?", (saga_id,))
 
-        return await self.db.run(resume)
+        return await self._run(resume)
 
     # One orchestrator per SQLite file: it holds every lease.
 
@@ -251,7 +263,7 @@ class SqliteSagaStore:
             ).fetchall()
             return [row["saga_id"] for row in rows]
 
-        return await self.db.run(unfinished)
+        return await self._run(unfinished)
 
     async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:
         def close(conn: sqlite3.Connection) -> int:
@@ -267,7 +279,7 @@ class SqliteSagaStore:
             )
             return cursor.rowcount
 
-        return await self.db.run(close)
+        return await self._run(close)
 
     async def list(self, where: SagaFilter, page_size: int, page_token: str) -> Page:
         after = decode_page_token(page_token)
@@ -290,7 +302,7 @@ class SqliteSagaStore:
                 token = encode_page_token(last.created_at_ms, last.saga_id)
             return Page(records, token)
 
-        return await self.db.run(page)
+        return await self._run(page)
 
     async def count(self, where: SagaFilter) -> dict[SagaStatus, int]:
         def count(conn: sqlite3.Connection) -> dict[SagaStatus, int]:
@@ -302,7 +314,7 @@ class SqliteSagaStore:
             rows = conn.execute(sql + " GROUP BY status", params).fetchall()
             return {SagaStatus(row["status"]): row["n"] for row in rows}
 
-        return await self.db.run(count)
+        return await self._run(count)
 
 
 def _change_status(conn: sqlite3.Connection, saga_id: str, change: StatusChange) -> None:

@@ -163,7 +163,7 @@ def _cancel_seen(system: System, saga_id: str) -> bool:
 
 def _is_watched(system: System, saga_id: str) -> bool:
     """Someone waits on the saga's change feed: a WatchSaga stream is open."""
-    return saga_id in system.orchestrator.engine.changes._events
+    return system.orchestrator.engine.changes.watched(saga_id)
 
 
 async def test_list_pages_and_all(cli: Cli) -> None:
