@@ -1,8 +1,9 @@
 # minisaga — every target installs what it needs by itself.
 #   make run     all four services on 127.0.0.1:7001-7004, SQLite under ./data
 #                (TLS=1: mTLS everywhere, certificates under ./data/certs)
-#   make test    the whole suite (what .ci/run calls); installs PostgreSQL for its
-#                tests when missing and root, else those tests say why they skip
+#   make test    the whole suite (what .ci/run calls); installs PostgreSQL and
+#                Chromium for their tests when missing and root, else those
+#                tests say why they skip
 #   make lint    ruff, mypy --strict, buf lint
 #   make proto   regenerate generated/ from protos/
 #   make docs    the documentation site into site/ (mkdocs --strict)
@@ -16,7 +17,7 @@ DATA   ?= data
 PROTOS := $(shell find protos -name '*.proto' | sort)
 CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server minisaga_client bench examples tests tools
 
-.PHONY: install proto proto-check test test-stress test-random lint run bench clean postgres docs docs-reference
+.PHONY: install proto proto-check test test-stress test-random lint run bench clean postgres chromium screenshots docs docs-reference
 
 install: $(STAMP)
 
@@ -69,7 +70,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
-test: $(STAMP) proto-check postgres docs
+test: $(STAMP) proto-check postgres chromium docs
 	@start=$$(date +%s); $(VENV)/bin/pytest -q; status=$$?; \
 	echo "make test took $$(( $$(date +%s) - start )) s. For a fast subset while working:" \
 	  "$(VENV)/bin/pytest -q -m 'not slow' tests/orchestrator -k sqlite (or any tests/ folder)"; \
@@ -107,6 +108,28 @@ postgres:
 	else \
 	  echo "no PostgreSQL server binaries (apt-get install postgresql): its tests will be skipped" >&2; \
 	fi
+
+# Debian's Chromium, which the web console's browser tests drive with
+# Playwright (tests/console). Installed when missing and we are root (CI);
+# never fails: without it those tests are skipped, each saying why.
+# (Playwright's own browser download is never used.)
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium (apt-get install chromium) for the console's browser tests" >&2; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "could not install Chromium: the browser tests will be skipped" >&2; \
+	else \
+	  echo "no Chromium (apt-get install chromium): the browser tests will be skipped" >&2; \
+	fi
+
+# The console's screenshots in docs/assets/console/, taken by its browser test
+# against a fresh in-process system (README.md and docs/console.md show them).
+SCREENSHOTS := docs/assets/console
+screenshots: $(STAMP) chromium
+	mkdir -p $(SCREENSHOTS)
+	MINISAGA_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(VENV)/bin/pytest -q \
+	  tests/console/test_browser.py -k screenshots
 
 # The documentation site (docs/, mkdocs.yml) into site/. --strict: a broken
 # link or anchor fails. Mermaid comes from npm (package.json), copied next to

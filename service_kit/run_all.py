@@ -11,6 +11,7 @@ own, the others are stopped and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from service_kit.tls import TlsFiles
 ROOT = Path(__file__).resolve().parent.parent
 
 STARTUP_TIMEOUT = 30.0
+CONSOLE_PORT = 7080
 STOP_TIMEOUT = 20.0
 # How often the supervisor looks for a child that died on its own.
 POLL_INTERVAL = 0.2
@@ -46,6 +49,8 @@ class Child:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     dial: TlsFiles | None = None
     """What run_all dials it with for its health checks (TLS mode: the operator's certificate)."""
+    url: str = ""
+    """A web server's URL (the console), checked by HTTP instead of gRPC health."""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -79,6 +84,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="explicit ports for orchestrator,payment,inventory,shipping; overrides --base-port",
     )
     parser.add_argument(
+        "--console-port",
+        type=int,
+        default=CONSOLE_PORT,
+        help="the web console (`minisaga console`) on this port of --host; 0 for none "
+        "(default %(default)s; none when aiohttp, the console extra, is not installed)",
+    )
+    parser.add_argument(
         "--tls-dir",
         type=Path,
         default=None,
@@ -104,6 +116,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ports = [args.base_port + i for i in range(4)]
     if not all(0 < p < 65536 for p in ports):
         parser.error(f"ports out of range: {ports}")
+    if not 0 <= args.console_port < 65536:
+        parser.error(f"--console-port out of range: {args.console_port}")
     args.port_list = ports
     return args
 
@@ -167,7 +181,27 @@ def plan(args: argparse.Namespace) -> list[Child]:
             cert, key, ca = tls_files(args.tls_dir, child.name)
             child.args += ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca)]
             child.dial = TlsFiles(*tls_files(args.tls_dir, "operator"))
+    if args.console_port and importlib.util.find_spec("aiohttp") is not None:
+        children.append(console(host, args.console_port, orchestrator, args.tls_dir))
     return children
+
+
+def console(host: str, port: int, orchestrator: str, tls_dir: Path | None) -> Child:
+    """The web console, a client of the orchestrator: as the operator in TLS mode, so that
+    its Resume and Cancel are allowed (it listens on loopback: not read-only)."""
+    security: list[str] = []
+    if tls_dir is not None:
+        cert, key, ca = tls_files(tls_dir, "operator")
+        security = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca)]
+    listen = f"{host}:{port}"
+    shown = f"[{host}]" if ":" in host else host
+    return Child(
+        "console",
+        "minisaga_client.cli",
+        listen,
+        ["--orchestrator", orchestrator, *security, "console", "--listen", listen],
+        url=f"http://{shown}:{port}/",
+    )
 
 
 def tls_files(directory: Path, identity: str) -> tuple[Path, Path, Path]:
@@ -216,9 +250,30 @@ class Failed(Exception):
     """A child died or never became SERVING."""
 
 
+def _answers(url: str, timeout: float) -> bool:
+    """Whether the web server at `url` serves its style sheet (it needs no orchestrator)."""
+    try:
+        with urllib.request.urlopen(url + "static/console.css", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def wait_serving(child: Child, stop: threading.Event, timeout: float) -> None:
     """Waits for SERVING, giving up early if the child exits or we are told to stop."""
     deadline = time.monotonic() + timeout
+    if child.url:
+        while not stop.is_set():
+            assert child.process is not None
+            code = child.process.poll()
+            if code is not None:
+                raise Failed(f"{child.name} exited with status {code} while starting")
+            if _answers(child.url, 0.5):
+                return
+            if time.monotonic() > deadline:
+                raise Failed(f"{child.name} did not answer on {child.url} within {timeout:g}s")
+            stop.wait(POLL_INTERVAL)
+        return
     if child.dial is not None:
         channel = grpc.secure_channel(child.address, child.dial.channel_credentials())
     else:
@@ -291,15 +346,16 @@ def supervise(children: Sequence[Child], stop: threading.Event, startup_timeout:
     for child in children:
         start(child, env)
     name_width = max(len(child.name) for child in children) + 2
-    width = max(len(child.address) for child in children) + 2
+    width = max(len(child.url or child.address) for child in children) + 2
     for child in children:
         wait_serving(child, stop, startup_timeout)
         if stop.is_set():
             return 0
-        print(f"{child.name:<{name_width}}{child.address:<{width}}SERVING", flush=True)
+        print(f"{child.name:<{name_width}}{child.url or child.address:<{width}}SERVING", flush=True)
+    grpc_children = [child for child in children if not child.url]
     print(
-        f"hint: {grpcurl_command()} {grpcurl_security(children[0])} {children[0].address} list"
-        "    (Ctrl-C stops all services)",
+        f"hint: {grpcurl_command()} {grpcurl_security(grpc_children[0])} "
+        f"{grpc_children[0].address} list    (Ctrl-C stops all services)",
         flush=True,
     )
     while not stop.wait(POLL_INTERVAL):

@@ -32,6 +32,8 @@ from minisaga_client.tls import Tls
 
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 25
+"""Sagas per page of the list (a page_size in the query sets another)."""
+MAX_PAGE_SIZE = 500
 COUNTS_REFRESH = 2.0
 """Seconds between two counts of the list's live figures when no watched saga moves
 (a saga started meanwhile is seen at the next one)."""
@@ -157,8 +159,14 @@ async def _list_and_count(
     client: AsyncClient, filters: dict[str, str], page_token: str
 ) -> tuple[pb.ListSagasResponse, pb.CountSagasResponse]:
     common = common_filters(filters)
+    size = filters.get("page_size", "")
+    if size and (not size.isdigit() or not 1 <= int(size) <= MAX_PAGE_SIZE):
+        raise ValueError(f"page_size must be a number from 1 to {MAX_PAGE_SIZE}")
     page = await client.list_sagas(
-        status=_status(filters["status"]), page_size=PAGE_SIZE, page_token=page_token, **common
+        status=_status(filters["status"]),
+        page_size=int(size) if size else PAGE_SIZE,
+        page_token=page_token,
+        **common,
     )
     counts = await client.count_sagas(**common)
     return page, counts

@@ -162,6 +162,11 @@ def filter_form(filters: Mapping[str, str]) -> str:
             "datetime-local",
             "UTC, exclusive",
         )
+        + (
+            f'<input type="hidden" name="page_size" value="{escape(filters["page_size"])}">'
+            if filters.get("page_size")
+            else ""
+        )
         + '<div class="buttons"><button type="submit">Filter</button>'
         '<a class="button secondary" href="/">Clear</a></div></form>'
     )
@@ -172,7 +177,9 @@ def saga_rows(sagas: Sequence[pb.Saga]) -> str:
     for saga in sagas:
         rows.append(
             f'<tr data-saga-id="{escape(saga.saga_id)}">'
-            f'<td><a href="/sagas/{escape(saga.saga_id)}">{escape(saga.saga_id)}</a></td>'
+            f'<td><a href="/sagas/{escape(saga.saga_id)}" title="{escape(saga.saga_id)}"'
+            f' aria-label="saga {escape(saga.saga_id)}"><code>{escape(saga.saga_id[:8])}</code>'
+            "…</a></td>"
             f"<td>{status_badge(saga.status)}</td>"
             f"<td>{escape(saga.saga_type)}</td>"
             f"<td>{escape(saga.order_id)}</td>"
@@ -617,7 +624,8 @@ def parse_time(text: str) -> datetime | None:
 
 
 def clean_filters(values: Mapping[str, str]) -> dict[str, str]:
-    return {name: values.get(name, "").strip() for name in FILTERS}
+    """The list's filters from its query, and page_size (kept by its links) when given."""
+    return {name: values.get(name, "").strip() for name in (*FILTERS, "page_size")}
 
 
 def sse(event: str, html: str) -> bytes:

@@ -132,6 +132,29 @@ async def test_find_each_saga_by_filter_and_read_its_timeline_and_path(
     assert inventory.saga_id != failed.saga_id
 
 
+async def test_pages_follow_the_next_page_token_under_a_filter(
+    console: Console, page: Page
+) -> None:
+    placed = [await console.system.place(fail_inventory=i % 3 == 0) for i in range(7)]
+    completed = [p.saga_id for p in reversed(placed) if p.status == pb.SAGA_STATUS_COMPLETED]
+    assert len(completed) == 4
+    await page.goto(console.url + "/?status=completed&page_size=3")
+
+    seen: list[str] = []
+    rows = page.locator("table.sagas tbody tr")
+    await expect(rows).to_have_count(3)
+    seen += [await rows.nth(i).get_attribute("data-saga-id") or "" for i in range(3)]
+    await page.get_by_role("link", name="Next page").click()
+    await expect(rows).to_have_count(1)
+    seen.append(await rows.first.get_attribute("data-saga-id") or "")
+    await expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    assert seen == completed  # newest first, each once, only the filter's
+    await expect(page.get_by_label("Status", exact=True)).to_have_value("completed")
+
+    await page.get_by_role("link", name="First page").click()
+    await expect(rows).to_have_count(3)
+
+
 async def test_a_running_saga_turns_completed_without_a_reload(
     console: Console, page: Page
 ) -> None:
@@ -228,7 +251,7 @@ async def test_screenshots_of_the_list_and_of_a_compensated_saga(
     system = console.system
     _, inventory, _ = await place_three(system)
     shipping = await system.place(fail_shipping=True)
-    await page.set_viewport_size({"width": 1100, "height": 720})
+    await page.set_viewport_size({"width": 1280, "height": 720})
     await page.goto(console.url + "/")
     await expect(page.locator("table.sagas tbody tr")).to_have_count(4)
     await page.screenshot(path=str(where / "console-list.png"), full_page=True)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class RunAll:
     out: Path
     err: Path
     ports: list[int]
+    console_port: int
 
     def stdout(self) -> str:
         return self.out.read_text(errors="replace")
@@ -74,7 +76,8 @@ class RunAll:
         for child in map(int, pids):
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             module = argv[argv.index(b"-m") + 1].decode()
-            found[module.removesuffix("_server")] = child
+            name = "console" if module == "minisaga_client.cli" else module.removesuffix("_server")
+            found[name] = child
         return found
 
 
@@ -82,7 +85,7 @@ class RunAll:
 def run_all(tmp_path: Path) -> Iterator[RunAll]:
     for participant in PARTICIPANTS.values():
         require_main(participant.module)
-    ports = free_ports(4)
+    *ports, console_port = free_ports(5)
     out, err = tmp_path / "run_all.out", tmp_path / "run_all.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
@@ -90,10 +93,11 @@ def run_all(tmp_path: Path) -> Iterator[RunAll]:
                 sys.executable, "-m", "service_kit.run_all",
                 "--data-dir", str(tmp_path / "data"),
                 "--ports", ",".join(map(str, ports)),
+                "--console-port", str(console_port),
             ],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
         )  # fmt: skip
-    running = RunAll(process, out, err, ports)
+    running = RunAll(process, out, err, ports, console_port)
     try:
         yield running
     finally:
@@ -111,7 +115,8 @@ def gone(pid: int) -> bool:
 
 
 def expected_names() -> list[str]:
-    return [*PARTICIPANTS, *(["orchestrator"] if orchestrator_expected() else [])]
+    orchestrator = ["orchestrator", "console"] if orchestrator_expected() else []
+    return [*PARTICIPANTS, *orchestrator]
 
 
 def test_run_all_serves_everything_and_stops_on_sigterm(
@@ -126,6 +131,10 @@ def test_run_all_serves_everything_and_stops_on_sigterm(
     assert lines["shipping"] == [f"127.0.0.1:{shipping_port}", "SERVING"]
     if "orchestrator" in lines:
         assert lines["orchestrator"] == [f"127.0.0.1:{orchestrator_port}", "SERVING"]
+        url = f"http://127.0.0.1:{run_all.console_port}/"
+        assert lines["console"] == [url, "SERVING"]
+        with urllib.request.urlopen(url, timeout=30) as page:  # the list, from the orchestrator
+            assert "<h1>Sagas</h1>" in page.read().decode()
 
     health = grpcurl("-d", "{}", f"127.0.0.1:{payment_port}", "grpc.health.v1.Health/Check")
     assert health.json() == {"status": "SERVING"}
