@@ -633,16 +633,27 @@ def judge(m: Mutation, copy: Path, temp: Path) -> Result:
     return Result(m, "broken", f"pytest exit {code}", why, seconds, output)
 
 
-def baseline(copy: Path, mutations: Sequence[Mutation], temp: Path) -> list[str]:
-    """The mutations' tests on the unmutated copy: they must pass, or a kill means nothing."""
+def baseline(copies: Sequence[Path], mutations: Sequence[Mutation], temp: Path) -> list[str]:
+    """The mutations' tests on the unmutated copies: they must pass, or a kill means nothing."""
     specs = sorted({m.tests for m in mutations})
-    problems = []
-    for number, tests in enumerate(specs):
-        code, output = run_tests(copy, tests, temp / f"pytest-baseline-{number}")
-        if code != 0:
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            problems.append(f"pytest {' '.join(tests)} fails unmutated (exit {code}):\n{tail}")
-    return problems
+    free: queue.Queue[Path] = queue.Queue()
+    for copy in copies:
+        free.put(copy)
+
+    def run(number: int, tests: tuple[str, ...]) -> str:
+        copy = free.get()
+        try:
+            code, output = run_tests(copy, tests, temp / f"pytest-baseline-{number}")
+        finally:
+            free.put(copy)
+        if code == 0:
+            return ""
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        return f"pytest {' '.join(tests)} fails unmutated (exit {code}):\n{tail}"
+
+    with ThreadPoolExecutor(max_workers=len(copies)) as pool:
+        found = pool.map(run, range(len(specs)), specs)
+        return [problem for problem in found if problem]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -706,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = f"commit {args.rev}" if args.rev else "the working tree"
         print(f"{len(chosen)} mutations of {source}, {jobs} at a time, in {temp}", flush=True)
         if not args.no_baseline:
-            failing = baseline(copies[0], chosen, temp)
+            failing = baseline(copies, chosen, temp)
             if failing:
                 print("the tests fail without any mutation; fix them first:", file=sys.stderr)
                 for problem in failing:
