@@ -336,6 +336,8 @@ async def counts_events(request: web.Request) -> web.StreamResponse:
                 if html != last:
                     await response.write(pages.sse("counts", html))
                     last = html
+                else:  # a comment: finds a page that went away (the write fails)
+                    await response.write(b": unchanged\n\n")
                 for status in (pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING):
                     active = await state.client.list_sagas(status=status, page_size=100, **common)
                     for found in active.sagas:

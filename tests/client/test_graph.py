@@ -10,7 +10,6 @@ import pytest
 from minisaga.orchestrator.v1.orchestrator_pb2 import PlaceOrderRequest
 
 from minisaga_client.graph import action_id, mermaid, undo_id
-from orchestrator_server.views import definition_view
 from orchestrator_server.order_saga import (
     CHARGE,
     CREATE_SHIPMENT,
@@ -21,6 +20,7 @@ from orchestrator_server.order_saga import (
     refund,
 )
 from orchestrator_server.saga.definition import Saga
+from orchestrator_server.views import definition_view
 from tests.client.conftest import Cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -41,7 +41,7 @@ SERVER_CODE = (
     "orchestrator_server",
 )
 CONSOLE_CODE = "minisaga_client/console"
-"""`minisaga console` imports its web server only when run: its imports are the `console` extra's."""
+"""`minisaga console` imports its web server only when run: the `console` extra."""
 POSTGRES_CODE = "orchestrator_server/saga/postgres_store.py"
 """Imported only for a postgresql:// store: its imports are the `postgres` extra's."""
 INSTALLED = {"minisaga", "minisaga_client", *SERVER_CODE}

@@ -7,6 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +31,7 @@ PERMISSION_DENIED = 7
 def tls_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunAll]:
     """run_all --tls-dir on free ports; the certificates made by run_all itself."""
     tmp = tmp_path_factory.mktemp("tls-system")
-    ports = free_ports(4)
+    *ports, console_port = free_ports(5)
     out, err = tmp / "run_all.out", tmp / "run_all.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
@@ -37,10 +40,11 @@ def tls_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunAll]:
                 "--data-dir", str(tmp / "data"),
                 "--tls-dir", str(tmp / "data" / "certs"),
                 "--ports", ",".join(map(str, ports)),
+                "--console-port", str(console_port),
             ],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
         )  # fmt: skip
-    running = RunAll(process, out, err, ports)
+    running = RunAll(process, out, err, ports, console_port)
     try:
         running.wait_for_output("hint:")
         yield running
@@ -124,3 +128,15 @@ def test_the_tutorial_demo_passes_on_the_tls_system(tls_system: RunAll) -> None:
         env={k: v for k, v in env.items() if k not in TLS_ENV.values()},
     )  # fmt: skip
     assert without.returncode != 0
+
+
+def test_the_console_reads_the_tls_system_as_the_operator(tls_system: RunAll) -> None:
+    url = f"http://127.0.0.1:{tls_system.console_port}/"
+    assert f"console       {url}" in tls_system.stdout()
+    with urllib.request.urlopen(url, timeout=30) as page:  # the list, over mTLS
+        assert "<h1>Sagas</h1>" in page.read().decode()
+    # The operator's role may cancel: the console asks which saga (404: no such one),
+    # where a role that may not would be refused (403) before that.
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{url}sagas/{uuid.uuid4()}/cancel", timeout=30)
+    assert missing.value.code == 404
