@@ -41,6 +41,7 @@ from minisaga_client.errors import (
 from minisaga_client.graph import mermaid
 from minisaga_client.render import (
     Style,
+    escape_controls,
     event_line,
     headline,
     record,
@@ -159,7 +160,8 @@ class Command:
         return bool(getattr(self.args, "json", False))
 
     def print(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+        """Prints with every control character a server's text may hold escaped."""
+        print(escape_controls(text, keep_colours=self.style.color), file=self.out, flush=True)
 
     def show(self, message: Message, text: Callable[[], str]) -> None:
         """The message as JSON with --json, else as `text()`."""
@@ -849,7 +851,7 @@ def main(argv: Sequence[str] | None = None, *, channel: grpc.Channel | None = No
         run: Callable[[Command], int] = args.run
         return run(cmd)
     except MinisagaError as error:
-        print(f"minisaga: {describe_error(error, args.timeout)}", file=sys.stderr)
+        print(f"minisaga: {escape_controls(describe_error(error, args.timeout))}", file=sys.stderr)
         return exit_code(error)
     except KeyboardInterrupt:
         print("minisaga: interrupted", file=sys.stderr)

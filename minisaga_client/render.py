@@ -10,6 +10,7 @@ output is a terminal and NO_COLOR is not set (https://no-color.org).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -73,6 +74,32 @@ class Style:
 
 
 PLAIN = Style(False)
+
+# What a server's text must not bring to a terminal: C0 and C1 controls but
+# newline and tab (escape sequences can move the cursor, retitle the window,
+# hide text), DEL, line and paragraph separators, and the bidirectional
+# formatting characters that make text read differently from what it is.
+_UNSAFE = re.compile(
+    "[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]"
+)
+# The colours Style paints with: the only escape sequences let through.
+_OUR_COLOURS = re.compile(r"\x1b\[(?:0|1|2|1;31|32|33|36)m")
+
+
+def escape_controls(text: str, *, keep_colours: bool = False) -> str:
+    """`text` safe to print: each unsafe character becomes a visible \\uXXXX
+    (valid in JSON too); with keep_colours, Style's own colour codes stay."""
+
+    def escape(piece: str) -> str:
+        return _UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", piece)
+
+    if not keep_colours:
+        return escape(text)
+    parts, last = [], 0
+    for colour in _OUR_COLOURS.finditer(text):
+        parts += [escape(text[last : colour.start()]), colour.group()]
+        last = colour.end()
+    return "".join([*parts, escape(text[last:])])
 
 
 def status_name(status: pb.SagaStatus.ValueType) -> str:

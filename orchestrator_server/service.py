@@ -289,6 +289,12 @@ def _filter(
         validation.check_id("saga_type", request.saga_type, required=False),
         validation.check_id("order_id", request.order_id, required=False),
         validation.check_id("request_id", request.request_id, required=False),
+        validation.check_timestamp(
+            "created_from", request.created_from.seconds, request.created_from.nanos
+        ),
+        validation.check_timestamp(
+            "created_before", request.created_before.seconds, request.created_before.nanos
+        ),
     )
     created_from = (
         request.created_from.ToMilliseconds() if request.HasField("created_from") else None

@@ -56,17 +56,25 @@ CURRENCIES = frozenset(
     ]
 )
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+_SAGA_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Characters no id or free text may hold: C0 and C1 controls (a terminal obeys
+# them), DEL, line and paragraph separators, and the bidirectional formatting
+# characters that make text read differently from what it is (CVE-2021-42574).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
 
 
 def check_saga_id(name: str, value: str) -> FieldViolation | None:
     if not value:
         return FieldViolation(name, "must not be empty")
     try:
-        parsed = uuid.UUID(value)
+        uuid.UUID(value[:64])
     except ValueError:
         return FieldViolation(name, f"must be a UUID, got {_show(value)}")
-    if str(parsed) != value:  # one spelling per saga, or two keys for one saga
+    if not _SAGA_ID.fullmatch(value):  # one spelling per saga, or two keys for one saga
         return FieldViolation(
             name, f"must be a lower-case UUID in 8-4-4-4-12 form, got {_show(value)}"
         )
@@ -78,7 +86,7 @@ def check_id(name: str, value: str, *, required: bool = True) -> FieldViolation 
         return FieldViolation(name, "must not be empty") if required else None
     if len(value) > MAX_ID_LENGTH:
         return FieldViolation(name, f"must be at most {MAX_ID_LENGTH} characters")
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         return FieldViolation(
             name, f"may hold only letters, digits and _ . : - (got {_show(value)})"
         )
@@ -92,6 +100,22 @@ def check_text(name: str, value: str, *, required: bool = True) -> FieldViolatio
         return FieldViolation(name, "must not be blank")
     if len(value) > MAX_TEXT_LENGTH:
         return FieldViolation(name, f"must be at most {MAX_TEXT_LENGTH} characters")
+    unsafe = _UNSAFE.search(value)
+    if unsafe is not None:
+        return FieldViolation(
+            name,
+            f"must not hold control or bidirectional formatting characters "
+            f"(U+{ord(unsafe.group()):04X} at {unsafe.start()})",
+        )
+    return None
+
+
+def check_timestamp(name: str, seconds: int, nanos: int) -> FieldViolation | None:
+    """A google.protobuf.Timestamp inside its documented range, nanos normalised."""
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        return FieldViolation(name, "must be between 0001-01-01 and 9999-12-31")
+    if not 0 <= nanos < 1_000_000_000:
+        return FieldViolation(name, "nanos must be between 0 and 999,999,999")
     return None
 
 
@@ -126,4 +150,6 @@ def require_valid(*checks: FieldViolation | None) -> None:
 
 
 def _show(value: str) -> str:
-    return repr(value if len(value) <= 40 else value[:40] + "…")
+    """A bad value in a message: cut short, and every unprintable character
+    escaped (repr), so that an error never carries a control character."""
+    return ascii(value if len(value) <= 40 else value[:40] + "…")

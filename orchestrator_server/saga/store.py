@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
+
+from service_kit.validation import check_saga_id
 
 DEFAULT_LEASE_TTL = timedelta(seconds=10)
 """How long a replica owns a saga without renewing, on a store replicas share."""
@@ -127,16 +130,32 @@ def encode_page_token(created_at_ms: int, saga_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at_ms, saga_id]).encode()).decode()
 
 
+MAX_PAGE_TOKEN_LENGTH = 128
+"""Longer than any token encode_page_token makes (about 80 characters)."""
+_PAGE_TOKEN = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
 def decode_page_token(token: str) -> tuple[int, str] | None:
+    """The position a token stands for. Strict: only a token encode_page_token
+    could have made passes, and the error never repeats the token."""
     if not token:
         return None
+    bad = BadPageToken("page_token is not one this server gave out")
+    if len(token) > MAX_PAGE_TOKEN_LENGTH or not _PAGE_TOKEN.fullmatch(token):
+        raise bad
     try:
-        created_at_ms, saga_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not 0 <= int(created_at_ms) < 2**63 or not isinstance(saga_id, str):
-            raise ValueError("out of range")
-        return int(created_at_ms), saga_id
-    except (ValueError, TypeError) as error:
-        raise BadPageToken(f"page_token {token!r} is not one this server gave out") from error
+        created_at_ms, saga_id = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, TypeError) as error:  # binascii.Error is a ValueError
+        raise bad from error
+    if (
+        type(created_at_ms) is not int
+        or not 0 <= created_at_ms < 2**63
+        or not isinstance(saga_id, str)
+        or check_saga_id("page_token", saga_id) is not None
+        or encode_page_token(created_at_ms, saga_id) != token  # one spelling per position
+    ):
+        raise bad
+    return created_at_ms, saga_id
 
 
 class IdempotencyConflict(Exception):
