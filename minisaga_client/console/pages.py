@@ -579,7 +579,8 @@ def saga_page(live: str, saga: pb.Saga, *, flash: str = "", error: str = "") -> 
         f'<h1>Saga <code class="id">{escape(saga.saga_id)}</code></h1>'
         + notice(flash)
         + notice(error, error=True)
-        + f'<div id="live" aria-live="polite" data-live="/sagas/{escape(saga.saga_id)}/events"'
+        + '<p class="visually-hidden" aria-live="polite" id="announce"></p>'
+        + f'<div id="live" data-live="/sagas/{escape(saga.saga_id)}/events"'
         f' data-ended="{str(ended).lower()}">{live}</div>'
     )
     return layout(f"Saga {saga.saga_id}", body, script=True)

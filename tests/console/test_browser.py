@@ -184,6 +184,7 @@ async def test_a_running_saga_turns_completed_without_a_reload(
     park.release()
 
     await expect(page.locator("#summary")).to_contain_text("COMPLETED")
+    await expect(page.locator("#announce")).to_contain_text("COMPLETED")  # for screen readers
     await expect(page.locator('.bar[data-step="ship"]')).to_have_attribute("data-code", "OK")
     await expect(page.locator('[data-node="completed"]')).to_have_attribute("data-state", "reached")
     await expect(page.get_by_role("link", name="Cancel…")).to_have_count(0)

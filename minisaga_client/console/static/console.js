@@ -8,9 +8,14 @@ function follow(part) {
     return; // an ended saga does not move any more (a resume reloads the page)
   }
   const source = new EventSource(part.dataset.live);
+  const announce = document.getElementById("announce");
   const replace = (event) => {
     part.innerHTML = event.data;
     part.dataset.updated = String(Number(part.dataset.updated || 0) + 1);
+    const summary = part.querySelector("#summary");
+    if (announce && summary && announce.textContent !== summary.textContent) {
+      announce.textContent = summary.textContent; // read out once, not the whole page
+    }
   };
   source.addEventListener("saga", replace);
   source.addEventListener("counts", replace);
