@@ -23,6 +23,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from service_kit.authz import Authorizer, Tokens
+from service_kit.malformed import RefuseMalformed
 from service_kit.tls import Security, check_listen
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ async def start_server(
         tokens = Tokens(security.token_file) if security.token_file else None
         interceptors = [Authorizer(tokens), *interceptors]
     server = grpc.aio.server(
-        interceptors=list(interceptors) or None,
+        # Last: a request whose bytes do not parse is refused before any handler.
+        interceptors=[*interceptors, RefuseMalformed()],
         # Above it, gRPC refuses a call with RESOURCE_EXHAUSTED (service_kit/limits.py).
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         options=[

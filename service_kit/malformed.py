@@ -1,0 +1,110 @@
+"""Requests whose bytes do not parse are refused with INVALID_ARGUMENT.
+
+grpc.aio parses a request with the method's deserializer before any handler
+runs; a DecodeError there (bad UTF-8 in a string field, a truncated message)
+would end the call as UNKNOWN carrying the parser's own text. This
+interceptor gives every unary-request method a deserializer that keeps the
+failure, and a handler that answers it as the services answer any bad input:
+INVALID_ARGUMENT with an ErrorInfo and a BadRequest, and nothing run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from service_kit.errors import Context, FieldViolation, abort, invalid_argument
+
+
+class _Malformed:
+    """What the tolerant deserializer returns for bytes that do not parse."""
+
+
+_MALFORMED = _Malformed()
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, or whatever a parser raises on bad bytes
+            return _MALFORMED
+
+    return deserialize
+
+
+def _domain(method: str) -> str:
+    """ "/minisaga.payment.v1.PaymentService/Charge" -> "minisaga.payment.v1"."""
+    service = method.lstrip("/").split("/", 1)[0]
+    return service.rsplit(".", 1)[0]
+
+
+async def _refuse(context: Context, method: str) -> None:
+    error = invalid_argument(
+        FieldViolation("request", "is not a valid message of this method: its bytes do not parse")
+    )
+    await abort(context, error, _domain(method))
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # not subscriptable at run time
+    _Interceptor = grpc.aio.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+
+class RefuseMalformed(_Interceptor):
+    """Refuses with INVALID_ARGUMENT a request whose bytes do not parse."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        method = details.method
+        parse = _tolerant(handler.request_deserializer)
+        if handler.unary_unary is not None:
+            unary: Callable[..., Any] = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Context) -> Any:
+                if request is _MALFORMED:
+                    await _refuse(context, method)
+                return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=parse,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is None:
+            return handler
+        stream: Callable[..., Any] = handler.unary_stream
+        if inspect.isasyncgenfunction(stream):
+
+            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                if request is _MALFORMED:
+                    await _refuse(context, method)
+                async for item in stream(request, context):
+                    yield item
+
+            behavior: Callable[..., Any] = unary_stream
+        else:  # a coroutine that writes with context.write
+
+            async def unary_stream_writer(request: Any, context: Context) -> Any:
+                if request is _MALFORMED:
+                    await _refuse(context, method)
+                return await stream(request, context)
+
+            behavior = unary_stream_writer
+        return grpc.unary_stream_rpc_method_handler(
+            behavior,
+            request_deserializer=parse,
+            response_serializer=handler.response_serializer,
+        )
