@@ -23,6 +23,7 @@ import hmac
 import inspect
 import logging
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -140,7 +141,7 @@ def read_tokens(path: Path) -> dict[str, TokenEntry]:
         if not line or line.startswith("#"):
             continue
         parts = line.split(maxsplit=2)
-        if len(parts) < 2 or not parts[0].startswith("sha256:") or len(parts[0]) != 71:
+        if len(parts) < 2 or not re.fullmatch(r"sha256:[0-9a-f]{64}", parts[0]):
             raise TokenFileError(f"{path}:{number}: expected 'sha256:<64 hex digits> IDENTITY'")
         if parts[1] not in IDENTITIES:
             raise TokenFileError(

@@ -120,8 +120,13 @@ def tls_from_args(cert: str, key: str, ca: str, what: str) -> TlsFiles | None:
 def security_from_args(args: argparse.Namespace) -> Security:
     """The `Security` of the flags `add_security_flags` added."""
     token_file = Path(args.token_file) if args.token_file else None
-    if token_file is not None and not token_file.is_file():
-        raise SystemExit(f"--token-file: {token_file} does not exist")
+    if token_file is not None:
+        from service_kit.authz import TokenFileError, read_tokens
+
+        try:
+            read_tokens(token_file)
+        except (OSError, TokenFileError) as error:
+            raise SystemExit(f"--token-file: {error}") from None
     return Security(
         tls=tls_from_args(
             args.tls_cert, args.tls_key, args.tls_ca, "--tls-cert/--tls-key/--tls-ca"

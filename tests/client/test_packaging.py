@@ -97,6 +97,8 @@ def distribution(module: str) -> str | None:
             spec = importlib.util.find_spec(".".join(parts))
         except ModuleNotFoundError:  # a name in a module, not a submodule
             spec = None
+        except ValueError:  # a module loaded with no spec (cryptography's serialization)
+            spec = None
         if spec is not None and spec.origin:
             return owners()[os.path.normpath(spec.origin)]
         parts.pop()
