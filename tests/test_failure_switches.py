@@ -149,4 +149,6 @@ def test_the_flag_is_off_by_default_and_on_in_make_run(monkeypatch: pytest.Monke
         faults_from_flags(payment_main.parse_args([]))
 
     children = run_all.plan(run_all.parse_args(["--data-dir", "data"]))
-    assert all("--allow-failure-switches" in child.args for child in children)
+    servers = [child for child in children if not child.url]  # not the web console
+    assert [child.name for child in servers] == ["payment", "inventory", "shipping", "orchestrator"]
+    assert all("--allow-failure-switches" in child.args for child in servers)
