@@ -209,14 +209,21 @@ def saga_get(cmd: Command) -> int:
     return EXIT_OK
 
 
+LIST_FILTERS = ("saga_type", "order_id", "request_id", "created_from", "created_before")
+"""The filters of `saga list` besides --status, as the client's list_sagas names them."""
+
+
 def saga_list(cmd: Command) -> int:
     a = cmd.args
     status = _status_value(a.status)
+    filters = {name: getattr(a, name) for name in LIST_FILTERS if getattr(a, name)}
     if a.all:
-        sagas = list(cmd.client.iter_sagas(status=status, page_size=a.page_size))
+        sagas = list(cmd.client.iter_sagas(status=status, page_size=a.page_size, **filters))
         page = pb.ListSagasResponse(sagas=sagas)
     else:
-        page = cmd.client.list_sagas(status=status, page_size=a.page_size, page_token=a.page_token)
+        page = cmd.client.list_sagas(
+            status=status, page_size=a.page_size, page_token=a.page_token, **filters
+        )
     if cmd.json:
         cmd.print(to_json(page))
         return EXIT_OK
@@ -226,6 +233,9 @@ def saga_list(cmd: Command) -> int:
         cmd.print(saga_table(page.sagas, cmd.style))
     if page.next_page_token:
         again = f" --status {a.status}" if a.status else ""
+        for name, value in filters.items():
+            shown = value.isoformat() if isinstance(value, datetime) else value
+            again += f" --{name.replace('_', '-')} {shown}"
         again += f" --page-size {a.page_size}" if a.page_size else ""
         cmd.print(
             f"\nmore: minisaga saga list{again} --page-token {page.next_page_token}   (or --all)"
@@ -673,6 +683,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=_status_name,
         default=None,
         help="only sagas in this status: " + ", ".join(s.lower() for s in STATUSES),
+    )
+    listing.add_argument("--saga-type", default="", help="only sagas of this type (place_order)")
+    listing.add_argument("--order-id", default="", help="only the saga of this order")
+    listing.add_argument("--request-id", default="", help="only the saga of this request id")
+    listing.add_argument(
+        "--created-from",
+        type=_moment,
+        default=None,
+        metavar="TIME",
+        help="only sagas created at or after TIME (ISO 8601; UTC unless it says)",
+    )
+    listing.add_argument(
+        "--created-before",
+        type=_moment,
+        default=None,
+        metavar="TIME",
+        help="only sagas created before TIME (ISO 8601; UTC unless it says)",
     )
     listing.add_argument("--page-size", type=int, default=0, help="sagas per page (default 50)")
     listing.add_argument("--page-token", default="", help="the next page, from the last list")
