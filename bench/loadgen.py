@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -79,6 +80,8 @@ class Spec:
     in_flight_deadline: float = 1.0
     in_flight_concurrency: int = 500
     in_flight_bound: float = 60.0
+    tls: dict[str, str] | None = None
+    """mTLS: the "ca", "cert" and "key" files every channel dials with (None: plaintext)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Spec:
@@ -137,9 +140,21 @@ def describe(error: grpc.aio.AioRpcError) -> str:
 class Clients:
     """One channel per service, with its stubs; channels are shared by every worker."""
 
-    def __init__(self, addresses: dict[str, str]) -> None:
+    def __init__(self, addresses: dict[str, str], tls: dict[str, str] | None = None) -> None:
+        credentials = None
+        if tls is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(tls["ca"]).read_bytes(),
+                private_key=Path(tls["key"]).read_bytes(),
+                certificate_chain=Path(tls["cert"]).read_bytes(),
+            )
         self.channels = {
-            name: grpc.aio.insecure_channel(address) for name, address in addresses.items()
+            name: (
+                grpc.aio.secure_channel(address, credentials)
+                if credentials is not None
+                else grpc.aio.insecure_channel(address)
+            )
+            for name, address in addresses.items()
         }
         self.orchestrator = (
             orchestrator_pb2_grpc.OrchestratorServiceStub(self.channels["orchestrator"])
@@ -306,7 +321,7 @@ def cpu(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def load(spec: Spec) -> dict[str, Any]:
-    clients = Clients(spec.addresses)
+    clients = Clients(spec.addresses, spec.tls)
     try:
         await clients.ready()
         tally = Tally()
@@ -460,7 +475,7 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
     """Sends in_flight_count PlaceOrders that return at once (short deadline) while
     shipping holds every saga at its last step; the orchestrator's RSS is read
     before, with half of them in flight, and with all of them in flight."""
-    clients = Clients(spec.addresses)
+    clients = Clients(spec.addresses, spec.tls)
     stub = clients.orchestrator
     assert stub is not None
     pid = spec.pids["orchestrator"]

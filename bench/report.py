@@ -100,6 +100,21 @@ def compare(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def tls_comparison(plaintext: dict[str, Any], mtls: dict[str, Any]) -> dict[str, Any]:
+    """The same orchestrated case on plaintext and on mTLS, and mTLS's cost as ratios."""
+    cpu = "orchestrator"
+    return {
+        "plaintext": plaintext,
+        "mtls": mtls,
+        "throughput_ratio": _ratio(mtls["sagas_per_second"], plaintext["sagas_per_second"]),
+        "p99_ratio": _ratio(mtls["latency_ms"]["p99"], plaintext["latency_ms"]["p99"]),
+        "orchestrator_cpu_ratio": _ratio(
+            mtls["cpu_seconds_per_saga"].get(cpu, math.nan),
+            plaintext["cpu_seconds_per_saga"].get(cpu, math.nan),
+        ),
+    }
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(b) else math.nan
 

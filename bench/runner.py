@@ -97,6 +97,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--skip-in-flight", action="store_true", help="skip the many-sagas-in-flight case"
     )
     parser.add_argument(
+        "--tls-concurrency",
+        type=int,
+        default=None,
+        help="the orchestrated case with mTLS on every hop, and plaintext beside it, at this "
+        "concurrency, no failures (default 64; 16 with --quick; 0 skips it)",
+    )
+    parser.add_argument(
         "--in-flight-sagas",
         type=int,
         default=None,
@@ -144,6 +151,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.concurrency = [1, 16] if args.quick else [1, 16, 64, 256]
     if args.in_flight_sagas is None:
         args.in_flight_sagas = 200 if args.quick else 10_000
+    if args.tls_concurrency is None:
+        args.tls_concurrency = 16 if args.quick else 64
+    if not 0 <= args.tls_concurrency <= 4096:
+        parser.error("--tls-concurrency must be in [0, 4096]")
     if args.duration_seconds <= 0 or args.duration_seconds > 600:
         parser.error("--duration-seconds must be in (0, 600]")
     if any(not 1 <= c <= 4096 for c in args.concurrency):
@@ -220,13 +231,29 @@ def run_loadgen(
 
 
 def run_configuration(
-    args: argparse.Namespace, workdir: Path, mode: str, concurrency: int, failure_rate: float
+    args: argparse.Namespace,
+    workdir: Path,
+    mode: str,
+    concurrency: int,
+    failure_rate: float,
+    *,
+    tls_dir: Path | None = None,
+    tag: str = "",
 ) -> dict[str, Any]:
-    name = f"{mode}-c{concurrency}-f{failure_rate:g}"
+    """One run on fresh services; with `tls_dir`, mTLS on every hop (the load
+    generator dials as the operator, who may place orders and read the records)."""
+    name = f"{mode}{tag}-c{concurrency}-f{failure_rate:g}"
     folder = workdir / name
     warmup = max(10 if args.quick else 20, 2 * concurrency)
-    with cluster(folder, orchestrator=mode == "orchestrated") as services:
+    with cluster(folder, orchestrator=mode == "orchestrated", tls_dir=tls_dir) as services:
         spec = {
+            "tls": None
+            if tls_dir is None
+            else {
+                "ca": str(tls_dir / "ca.crt"),
+                "cert": str(tls_dir / "operator.crt"),
+                "key": str(tls_dir / "operator.key"),
+            },
             "mode": mode,
             "addresses": {n: s.address for n, s in services.services.items()},
             "pids": services.pids(),
@@ -253,7 +280,8 @@ def run_configuration(
         bound = args.duration_seconds + 30 * 3 + 300 + LOADGEN_SLACK
         raw = run_loadgen(spec, bound, folder / "loadgen.log", start_profile)
         services.check_alive()
-        summary = report.summarize_run(mode, concurrency, failure_rate, raw)
+        shown = f"{mode}+mTLS" if tls_dir is not None else mode
+        summary = report.summarize_run(shown, concurrency, failure_rate, raw)
         summary["orchestrator_settings"] = "defaults (synchronous=FULL)" if mode != "direct" else ""
         for process in sampler:
             try:
@@ -269,6 +297,22 @@ def run_configuration(
             else:
                 summary["profile"] = {"error": stderr.decode(errors="replace")[-2000:]}
         return summary
+
+
+def run_tls(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The orchestrated case at --tls-concurrency on plaintext, then on mTLS with the
+    certificates of `minisaga certs init`: the cost of mTLS as ratios of the two."""
+    from service_kit import certs  # cryptography: the server extra, which make bench has
+
+    tls_dir = workdir / "certs"
+    if not (tls_dir / "ca.crt").exists():
+        certs.init(tls_dir)
+    concurrency = args.tls_concurrency
+    plaintext = run_configuration(args, workdir, "orchestrated", concurrency, 0.0, tag="-ref")
+    mtls = run_configuration(
+        args, workdir, "orchestrated", concurrency, 0.0, tls_dir=tls_dir, tag="-mtls"
+    )
+    return report.tls_comparison(plaintext, mtls)
 
 
 def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -360,6 +404,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"samples {run['error_samples']}"
                         )
         results["comparisons"] = report.compare(results["runs"])
+        if args.tls_concurrency:
+            print(f"running orchestrated c={args.tls_concurrency}, plaintext then mTLS …",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            results["tls"] = run_tls(args, workdir)
+            for run in (results["tls"]["plaintext"], results["tls"]["mtls"]):
+                if not run["passed"]:
+                    problems.append(
+                        f"{run['mode']} c={run['concurrency']}: {run['errors']} errors, "
+                        f"{run['unexpected_outcomes']} unexpected outcomes, check {run['check']}"
+                    )
         if not args.skip_in_flight:
             print(f"running {args.in_flight_sagas} sagas in flight …", file=sys.stderr, flush=True)
             results["in_flight"] = run_in_flight(args, workdir)
@@ -412,6 +466,22 @@ def render(results: dict[str, Any]) -> str:
     if results.get("comparisons"):
         parts += ["## Orchestrated / direct", "", report.comparison_table(results["comparisons"])]
         parts.append("")
+    if "tls" in results:
+        tls = results["tls"]
+        parts += [
+            "## mTLS on every hop",
+            "",
+            "The orchestrated case twice, on fresh services: plaintext, then every service "
+            "serving mTLS with its certificate from `minisaga certs init`, the orchestrator "
+            "dialing the participants with its own and the load generator as the operator.",
+            "",
+            report.runs_table([tls["plaintext"], tls["mtls"]]),
+            "",
+            f"mTLS / plaintext: throughput {tls['throughput_ratio']:.2f}, "
+            f"p99 latency {tls['p99_ratio']:.2f}, orchestrator CPU per saga "
+            f"{tls['orchestrator_cpu_ratio']:.2f}.",
+            "",
+        ]
     if "in_flight" in results:
         result = results["in_flight"]
         parts += [

@@ -49,6 +49,8 @@ class Service:
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     address: str = ""
+    dial: grpc.ChannelCredentials | None = field(default=None, repr=False)
+    """What the health check dials with (mTLS runs: the operator's certificate)."""
 
     @property
     def pid(self) -> int:
@@ -85,7 +87,12 @@ class Service:
             time.sleep(0.02)  # polling the log for a condition, bounded by the deadline
 
     def wait_serving(self, deadline: float) -> None:
-        with grpc.insecure_channel(self.address) as channel:
+        channel = (
+            grpc.secure_channel(self.address, self.dial)
+            if self.dial is not None
+            else grpc.insecure_channel(self.address)
+        )
+        with channel:
             wait_until_serving(channel, "", timeout=max(0.1, deadline - time.monotonic()))
 
     def log(self) -> str:
@@ -160,25 +167,45 @@ def cluster(
     shipping_args: Sequence[str] = (),
     orchestrator_args: Sequence[str] = (),
     startup_timeout: float = STARTUP_TIMEOUT,
+    tls_dir: Path | None = None,
 ) -> Iterator[Cluster]:
-    """Payment, Inventory, Shipping (and the orchestrator), fresh, with their files in workdir."""
+    """Payment, Inventory, Shipping (and the orchestrator), fresh, with their files in workdir.
+
+    With `tls_dir` (what `minisaga certs init` writes) every service serves mTLS
+    with its own certificate, and the orchestrator dials the participants with its."""
     workdir.mkdir(parents=True, exist_ok=True)
 
+    def secured(service: Service) -> Service:
+        if tls_dir is not None:
+            service.args += [
+                "--tls-cert", str(tls_dir / f"{service.name}.crt"),
+                "--tls-key", str(tls_dir / f"{service.name}.key"),
+                "--tls-ca", str(tls_dir / "ca.crt"),
+            ]  # fmt: skip
+            service.dial = grpc.ssl_channel_credentials(
+                root_certificates=(tls_dir / "ca.crt").read_bytes(),
+                private_key=(tls_dir / "operator.key").read_bytes(),
+                certificate_chain=(tls_dir / "operator.crt").read_bytes(),
+            )
+        return service
+
     def participant(name: str, *extra: str) -> Service:
-        return Service(
-            name,
-            f"{name}_server",
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--db",
-                str(workdir / f"{name}.db"),
-                "--grace-seconds",
-                GRACE_SECONDS,
-                "--allow-failure-switches",  # the failing orders set fail_inventory / fail
-                *extra,
-            ],
-            workdir / f"{name}.log",
+        return secured(
+            Service(
+                name,
+                f"{name}_server",
+                [
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--db",
+                    str(workdir / f"{name}.db"),
+                    "--grace-seconds",
+                    GRACE_SECONDS,
+                    "--allow-failure-switches",  # the failing orders set fail_inventory / fail
+                    *extra,
+                ],
+                workdir / f"{name}.log",
+            )
         )
 
     participants = [
@@ -212,6 +239,7 @@ def cluster(
                 ],
                 workdir / "orchestrator.log",
             )
+            secured(service)
             started.insert(0, service)
             _start_all([service], startup_timeout)
             services = {"orchestrator": service, **services}

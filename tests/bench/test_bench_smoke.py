@@ -28,6 +28,7 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     assert "| mode | conc | fail | sagas | sagas/s | p50 ms | p95 ms | p99 ms" in done.stdout
     assert "## Orchestrated / direct" in done.stdout
     assert "## Sagas in flight at once" in done.stdout
+    assert "## mTLS on every hop" in done.stdout
 
     results = json.loads(output.read_text())
     assert results["passed"] is True
@@ -58,6 +59,11 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
         if run["failure_rate"] > 0:  # compensation ran, and the participants agree
             assert check["seen"].get("PAYMENT_STATUS_REFUNDED", 0) > 0
     assert len(results["comparisons"]) == 4
+    tls = results["tls"]  # the orchestrated case at c=16 on plaintext, then on mTLS
+    assert [tls["plaintext"]["mode"], tls["mtls"]["mode"]] == ["orchestrated", "orchestrated+mTLS"]
+    for run in (tls["plaintext"], tls["mtls"]):
+        assert run["concurrency"] == 16 and run["sagas"] > 0 and run["passed"] is True, run
+    assert tls["throughput_ratio"] > 0
     in_flight = results["in_flight"]
     assert in_flight["passed"] is True, in_flight
     assert in_flight["in_flight"] == in_flight["count"] == 200
