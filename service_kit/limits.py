@@ -20,8 +20,8 @@ MAX_DB_QUEUE = 10_000
 """Jobs waiting for (or in) one database writer: about a second of work at the
 writer's measured rate, and far above what 10,000 sagas in flight ever queue."""
 MAX_SAGAS_IN_FLIGHT = 10_000
-"""Unfinished sagas one orchestrator drives: 10,000 in flight took about 350 MiB
-of RSS in `make bench` (docs/performance.md), a size any host can give."""
+"""Unfinished sagas one orchestrator drives: 10,000 in flight took about 384 MiB
+of RSS in `make bench` (docs/performance.md): about 35 KB a saga."""
 MAX_WATCH_STREAMS = 1_000
 """WatchSaga streams open at once on one orchestrator."""
 MAX_CALLS_PER_PARTICIPANT = 1_000
