@@ -17,8 +17,9 @@ from service_kit.flags import env_default
 MAX_CONCURRENT_RPCS = 10_000
 """RPCs one server handles at once (grpc.aio's maximum_concurrent_rpcs)."""
 MAX_DB_QUEUE = 10_000
-"""Jobs waiting for (or in) one database writer: about a second of work at the
-writer's measured rate, and far above what 10,000 sagas in flight ever queue."""
+"""Jobs waiting for (or in) one database writer. A saga has at most one log
+write queued at a time, so this matches MAX_SAGAS_IN_FLIGHT; requests beyond it
+are refused instead of queued (the saga log's own writes wait instead)."""
 MAX_SAGAS_IN_FLIGHT = 10_000
 """Unfinished sagas one orchestrator drives: 10,000 in flight took about 384 MiB
 of RSS in `make bench` (docs/performance.md): about 35 KB a saga."""
