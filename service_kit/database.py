@@ -66,6 +66,8 @@ class Database:
         self.max_queue = max_queue
         self.pending = 0
         """Jobs queued or running, at most max_queue."""
+        self.waiting = 0
+        """Jobs that wait for room in the queue (wait_for_room)."""
         self._room = asyncio.Event()  # set whenever jobs leave the queue
 
     async def open(self) -> Database:
@@ -103,7 +105,11 @@ class Database:
                     limit="max-db-queue",
                 )
             self._room.clear()
-            await self._room.wait()
+            self.waiting += 1
+            try:
+                await self._room.wait()
+            finally:
+                self.waiting -= 1
         self.pending += 1
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put(_Job(fn, future))

@@ -176,6 +176,21 @@ async def test_a_full_saga_log_queue_refuses_a_new_saga_and_writes_nothing(
         await system.close()
 
 
+async def test_a_saga_in_flight_waits_for_room_in_a_full_log_queue(tmp_path: Path) -> None:
+    system = await start_system(tmp_path, max_db_queue=1)
+    try:
+        reserve = system.inventory.faults.park("Reserve")
+        placing = system.place_in_background()
+        await reserve.reached(1)
+        log = cast(SqliteSagaStore, system.orchestrator.store)
+        async with writer_held(log.db):
+            reserve.release()  # the saga's next log write finds the queue full
+            await wait_until(lambda: log.db.waiting == 1)
+        assert (await placing).status == pb.SAGA_STATUS_COMPLETED  # waited, never dropped
+    finally:
+        await system.close()
+
+
 async def test_the_change_feed_keeps_nothing_for_an_ended_saga(system: System) -> None:
     engine = system.orchestrator.engine
     saga_id = (await system.place()).saga_id
