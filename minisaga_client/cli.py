@@ -50,7 +50,7 @@ from minisaga_client.render import (
     timeline,
     use_color,
 )
-from minisaga_client.tls import Tls
+from minisaga_client.tls import Tls, credentials_for
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -84,6 +84,7 @@ ADDRESS_ENV: Mapping[str, str] = {
     name: f"MINISAGA_{name.upper()}_ADDRESS" for name in DEFAULT_ADDRESSES
 }
 
+TOKEN_ENV = "MINISAGA_TOKEN"
 TLS_ENV: Mapping[str, str] = {
     name: f"MINISAGA_TLS_{name.upper()}" for name in ("ca", "cert", "key")
 }
@@ -97,6 +98,7 @@ addresses: a flag wins over its environment variable, which wins over the defaul
   --tls-ca        {TLS_ENV["ca"]:<30}  none: plaintext; all three give mutual TLS
   --tls-cert      {TLS_ENV["cert"]:<30}  none
   --tls-key       {TLS_ENV["key"]:<30}  none
+  --token         {TOKEN_ENV:<30}  none; a bearer token, sent only over TLS or to loopback
 
 exit codes:
   {EXIT_OK}    ok; also when the saga itself compensated or failed (read its status)
@@ -148,6 +150,7 @@ class Command:
                     shipping=addresses["shipping"],
                     timeout=self.args.timeout,
                     tls=self.args.tls,
+                    token=self.args.token or None,
                 )
         return self._client
 
@@ -608,6 +611,13 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
             default=argparse.SUPPRESS if suppress else os.environ.get(TLS_ENV[name], ""),
             help=f"mutual TLS: {what} (env {TLS_ENV[name]}; default none: plaintext)",
         )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=argparse.SUPPRESS if suppress else os.environ.get(TOKEN_ENV, ""),
+        help=f"a bearer token from `minisaga tokens add`, for servers with --token-file; "
+        f"prefer the variable {TOKEN_ENV}, which `ps` does not show",
+    )
 
 
 def version() -> str:
@@ -867,6 +877,9 @@ def main(argv: Sequence[str] | None = None, *, channel: grpc.Channel | None = No
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     try:
         args.tls = Tls.from_options(args.tls_ca, args.tls_cert, args.tls_key)
+        if args.token and args.tls is None:
+            for name in DEFAULT_ADDRESSES:
+                credentials_for(str(getattr(args, name)), None, args.token)  # loopback only
     except ValueError as error:
         print(f"minisaga: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -46,7 +46,7 @@ from minisaga.shipping.v1 import shipping_pb2 as shipping
 from minisaga.shipping.v1 import shipping_pb2_grpc
 
 from minisaga_client.errors import MinisagaError, from_grpc_error
-from minisaga_client.tls import Tls
+from minisaga_client.tls import Tls, credentials_for
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds: the deadline of every unary call unless the client or the call sets another."""
@@ -695,20 +695,25 @@ def connect(
     shipping: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     tls: Tls | None = None,
+    token: str | None = None,
 ) -> Client:
     """A `Client` of the orchestrator at `address` and of the participants given.
 
     Channels connect lazily: an unreachable service is an `Unavailable` on
     the first call, after gRPC's retries. With `tls` every channel is mutual
-    TLS, presenting its client certificate (minisaga_client.tls).
+    TLS, presenting its client certificate (minisaga_client.tls); with `token`
+    every call carries it as `authorization: Bearer <token>`, sent only over
+    TLS or to a loopback address (ValueError otherwise).
     """
-    credentials = tls.credentials() if tls is not None else None
+
+    def dial(target: str) -> grpc.Channel:
+        credentials = credentials_for(target, tls, token)
+        if credentials is None:
+            return grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
+        return grpc.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
+
     return Client._open(
-        lambda target: (
-            grpc.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
-            if credentials is not None
-            else grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
-        ),
+        dial,
         {"orchestrator": address, "payment": payment, "inventory": inventory, "shipping": shipping},
         timeout,
     )
@@ -764,16 +769,19 @@ def connect_async(
     shipping: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     tls: Tls | None = None,
+    token: str | None = None,
 ) -> AsyncClient:
     """An `AsyncClient` (grpc.aio); call it from a running event loop, `async with` it.
-    `tls` as for `connect`."""
-    credentials = tls.credentials() if tls is not None else None
+    `tls` and `token` as for `connect`."""
+
+    def dial(target: str) -> grpc.aio.Channel:
+        credentials = credentials_for(target, tls, token)
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options=list(CHANNEL_OPTIONS))
+        return grpc.aio.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
+
     return AsyncClient._open(
-        lambda target: (
-            grpc.aio.secure_channel(target, credentials, options=list(CHANNEL_OPTIONS))
-            if credentials is not None
-            else grpc.aio.insecure_channel(target, options=list(CHANNEL_OPTIONS))
-        ),
+        dial,
         {"orchestrator": address, "payment": payment, "inventory": inventory, "shipping": shipping},
         timeout,
     )

@@ -9,6 +9,7 @@ writes a development CA and one certificate per identity.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,3 +46,38 @@ class Tls:
             )
         assert ca and cert and key
         return cls(ca, cert, key)
+
+
+def is_loopback(target: str) -> bool:
+    """Whether host:port names a loopback address: 127.0.0.0/8, ::1 or localhost."""
+    host = target.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def credentials_for(
+    target: str, tls: Tls | None, token: str | None
+) -> grpc.ChannelCredentials | None:
+    """How to dial `target`: None for plaintext; mTLS with `tls`; and with `token`, every
+    call carries `authorization: Bearer <token>`.
+
+    A token is sent only over TLS or to a loopback address (ValueError otherwise):
+    in clear on a network, anyone on the way could copy it.
+    """
+    if tls is None and token is None:
+        return None
+    if tls is not None:
+        transport = tls.credentials()
+    elif is_loopback(target):
+        transport = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+    else:
+        raise ValueError(
+            f"a bearer token goes only over TLS or to a loopback address, not in clear to {target}"
+        )
+    if token is None:
+        return transport
+    return grpc.composite_channel_credentials(transport, grpc.access_token_call_credentials(token))

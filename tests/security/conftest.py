@@ -11,6 +11,7 @@ import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +24,7 @@ from inventory_server.service import InventoryService, seed_stock
 from orchestrator_server.app import Orchestrator, OrchestratorConfig, start
 from payment_server.service import SCHEMA as PAYMENT_SCHEMA
 from payment_server.service import PaymentService
-from service_kit import certs
+from service_kit import authz, certs
 from service_kit.database import Database
 from service_kit.faults import FaultConfig
 from service_kit.server import RunningServer, start_server
@@ -168,3 +169,26 @@ async def secure_system(tmp_path: Path, pki: Pki) -> AsyncIterator[SecureSystem]
         yield system
     finally:
         await system.close()
+
+
+@pytest.fixture
+async def token_payment(tmp_path: Path) -> Any:
+    """Payment on plaintext loopback with a token file: tokens for orchestrator and client."""
+    tokens = tmp_path / "tokens"
+    issued = {
+        identity: authz.add_token(tokens, identity, f"test {identity}")
+        for identity in ("orchestrator", "client")
+    }
+    db = await Database(tmp_path / "payment.db", schema=PAYMENT_SCHEMA).open()
+    servicer = PaymentService(db, limit=100_000, faults=FaultConfig())
+    running = await start_server(
+        lambda server: payment_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server),
+        [payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name],
+        "127.0.0.1:0",
+        security=Security(token_file=tokens),
+    )
+    try:
+        yield running.address, tokens, issued
+    finally:
+        await running.stop(0)
+        await db.close()

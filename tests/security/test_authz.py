@@ -26,14 +26,8 @@ from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2
 
-from payment_server.service import SCHEMA as PAYMENT_SCHEMA
-from payment_server.service import PaymentService
 from service_kit import authz
 from service_kit.authz import ANYONE, IDENTITIES, TABLE
-from service_kit.database import Database
-from service_kit.faults import FaultConfig
-from service_kit.server import start_server
-from service_kit.tls import Security
 from tests.rich_errors import error_info
 from tests.security.conftest import Pki, SecureSystem
 
@@ -260,29 +254,6 @@ async def test_the_orchestrator_reaches_the_participants_with_its_certificate(
 
 
 # --- bearer tokens -------------------------------------------------------------
-
-
-@pytest.fixture
-async def token_payment(tmp_path: Path) -> Any:
-    """Payment on plaintext loopback with a token file: tokens for orchestrator and client."""
-    tokens = tmp_path / "tokens"
-    issued = {
-        identity: authz.add_token(tokens, identity, f"test {identity}")
-        for identity in ("orchestrator", "client")
-    }
-    db = await Database(tmp_path / "payment.db", schema=PAYMENT_SCHEMA).open()
-    servicer = PaymentService(db, limit=100_000, faults=FaultConfig())
-    running = await start_server(
-        lambda server: payment_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server),
-        [payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name],
-        "127.0.0.1:0",
-        security=Security(token_file=tokens),
-    )
-    try:
-        yield running.address, tokens, issued
-    finally:
-        await running.stop(0)
-        await db.close()
 
 
 GET_PAYMENT = "minisaga.payment.v1.PaymentService/GetPayment"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from minisaga_client import Tls, connect_async
 from minisaga_client.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
-from minisaga_client.errors import PermissionDenied, Unavailable
+from minisaga_client.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable
+from minisaga_client.tls import credentials_for
 from service_kit import authz
 from tests.security.conftest import Pki, SecureSystem
 
@@ -70,3 +73,29 @@ def test_tokens_add_prints_the_token_once_and_stores_its_hash(
     assert token not in path.read_text()
     assert main(["tokens", "add", str(path), "root"]) != EXIT_OK
     assert "unknown identity 'root'" in capsys.readouterr().err
+
+
+async def test_connect_async_sends_a_bearer_token(token_payment: Any) -> None:
+    address, tokens, issued = token_payment
+    saga_id = str(uuid.uuid4())
+    operator = authz.add_token(tokens, "operator")
+    async with connect_async(None, payment=address, token=operator, timeout=30) as reader:
+        with pytest.raises(NotFound):  # reached the handler: no such payment
+            await reader.get_payment(saga_id)
+    async with connect_async(None, payment=address, token=issued["client"], timeout=30) as c:
+        with pytest.raises(PermissionDenied):
+            await c.get_payment(saga_id)
+    async with connect_async(None, payment=address, timeout=30) as anonymous:
+        with pytest.raises(Unauthenticated):
+            await anonymous.get_payment(saga_id)
+
+
+def test_a_token_is_not_sent_in_clear_beyond_loopback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert credentials_for("127.0.0.1:7001", None, "t") is not None
+    assert credentials_for("127.0.0.1:7001", None, None) is None
+    with pytest.raises(ValueError, match="only over TLS or to a loopback address"):
+        credentials_for("10.0.0.1:7001", None, "t")
+    assert main(["--token", "t", "--orchestrator", "10.0.0.1:7001", "saga", "list"]) == (EXIT_USAGE)
+    assert "not in clear to 10.0.0.1:7001" in capsys.readouterr().err
