@@ -12,12 +12,15 @@ only, unless told `--insecure`.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+# One definition of loopback for servers and clients: 127.0.0.0/8, ::1 or
+# localhost; any other name is taken as reachable from elsewhere (not resolved).
+from minisaga_client.tls import is_loopback as is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +70,6 @@ class Security:
     def authorizing(self) -> bool:
         """Whether every call is checked against the authorization table."""
         return self.tls is not None or self.token_file is not None
-
-
-def is_loopback(listen: str) -> bool:
-    """Whether host:port names a loopback address: 127.0.0.0/8, ::1 or localhost.
-
-    Any other name is taken as reachable from elsewhere (it is not resolved)."""
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_listen(listen: str, security: Security) -> None:
