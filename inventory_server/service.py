@@ -162,7 +162,6 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
         return response
 
     @errors.rpc_errors(DOMAIN)
-    @errors.rpc_errors(DOMAIN)
     async def ListReservations(
         self, request: pb.ListReservationsRequest, context: Context
     ) -> pb.ListReservationsResponse:
@@ -172,6 +171,7 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
             reservations=[_reservation(row) for row in rows], next_page_token=token
         )
 
+    @errors.rpc_errors(DOMAIN)
     async def GetReservation(
         self, request: pb.GetReservationRequest, context: Context
     ) -> pb.GetReservationResponse:

@@ -145,7 +145,6 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         return response
 
     @errors.rpc_errors(DOMAIN)
-    @errors.rpc_errors(DOMAIN)
     async def ListPayments(
         self, request: pb.ListPaymentsRequest, context: Context
     ) -> pb.ListPaymentsResponse:
@@ -155,6 +154,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             payments=[_payment(row) for row in rows], next_page_token=token
         )
 
+    @errors.rpc_errors(DOMAIN)
     async def GetPayment(
         self, request: pb.GetPaymentRequest, context: Context
     ) -> pb.GetPaymentResponse:

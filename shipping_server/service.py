@@ -127,7 +127,6 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
         return response
 
     @errors.rpc_errors(DOMAIN)
-    @errors.rpc_errors(DOMAIN)
     async def ListShipments(
         self, request: pb.ListShipmentsRequest, context: Context
     ) -> pb.ListShipmentsResponse:
@@ -137,6 +136,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
             shipments=[_shipment(row) for row in rows], next_page_token=token
         )
 
+    @errors.rpc_errors(DOMAIN)
     async def GetShipment(
         self, request: pb.GetShipmentRequest, context: Context
     ) -> pb.GetShipmentResponse:
