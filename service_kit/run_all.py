@@ -68,7 +68,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="folder of the services' SQLite files, created if missing (default %(default)s)",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address every service listens on (default %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address every service listens on; the services refuse a non-loopback one "
+        "without TLS (default %(default)s)",
     )
     parser.add_argument(
         "--base-port",
