@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from service_kit import certs
 from service_kit.authz import IDENTITIES
 from service_kit.server import start_server
-from service_kit.tls import InsecureListen, Security, TlsFiles, is_loopback
+from service_kit.tls import InsecureListen, Security, TlsFiles, check_listen, is_loopback
 from tests.harness import ROOT
 from tests.security.conftest import Pki, SecureSystem
 
@@ -187,3 +187,16 @@ async def test_reflection_is_off_unless_asked(pki: Pki) -> None:
             assert "grpc.health.v1.Health" in listed
         else:
             assert code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_tls_or_insecure_may_listen_beyond_loopback(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="service_kit.tls")
+    check_listen("0.0.0.0:7002", Security(tls=pki.files("payment")))
+    assert not caplog.records  # TLS: nothing to warn about
+    check_listen("0.0.0.0:7002", Security(insecure=True))
+    [warning] = caplog.records
+    assert "--insecure: serving plaintext on 0.0.0.0:7002" in warning.getMessage()
+    with pytest.raises(InsecureListen):
+        check_listen("0.0.0.0:7002", Security(token_file=pki.ca))  # tokens are not TLS
