@@ -189,10 +189,9 @@ class Tokens:
         """The identity of `token`, or None when the file does not hold its hash."""
         try:
             self._reload()
-        except (OSError, TokenFileError) as error:  # keep the last good entries
-            log.warning(
-                "token file %s unreadable, using its last good content: %s", self.path, error
-            )
+        except (OSError, TokenFileError) as error:  # fail closed: deleting the file revokes all
+            log.warning("token file %s unreadable, no token is accepted: %s", self.path, error)
+            self._entries, self._stamp = {}, None
         wanted = token_hash(token)
         for known, entry in self._entries.items():
             if hmac.compare_digest(known, wanted):

@@ -282,14 +282,24 @@ async def test_tokens_name_an_identity_and_the_table_decides(token_payment: Any)
         assert await call(channel, "grpc.health.v1.Health/Check") is None
 
 
-async def test_a_token_added_while_serving_works_without_a_restart(token_payment: Any) -> None:
+async def test_tokens_are_added_and_revoked_while_serving(token_payment: Any) -> None:
     address, tokens, _ = token_payment
     token = authz.add_token(tokens, "operator")
+    bearer = f"Bearer {token}"
     async with grpc.aio.insecure_channel(address) as channel:
-        error = await call(channel, GET_PAYMENT, authorization=f"Bearer {token}")
+        error = await call(channel, GET_PAYMENT, authorization=bearer)
         assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
-        refused = await call(channel, CHARGE, authorization=f"Bearer {token}")
+        refused = await call(channel, CHARGE, authorization=bearer)
         assert refused is not None and refused.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        kept = [line for line in tokens.read_text().splitlines() if "operator" not in line]
+        tokens.write_text("\n".join(kept) + "\n")  # its line deleted: revoked
+        revoked = await call(channel, GET_PAYMENT, authorization=bearer)
+        assert revoked is not None and revoked.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        tokens.unlink()  # no file: no token is accepted (fail closed)
+        gone = await call(channel, GET_PAYMENT, authorization=bearer)
+        assert gone is not None and gone.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_token_file_line_holds_a_hash_and_an_identity(tmp_path: Path) -> None:
