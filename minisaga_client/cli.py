@@ -327,7 +327,9 @@ def console(cmd: Command) -> int:
         print(f"minisaga: {error}", file=sys.stderr)
         return EXIT_USAGE
     read_only = not is_loopback(host) if a.read_only is None else a.read_only
-    settings = Settings(a.orchestrator, read_only=read_only, timeout=a.timeout, tls=a.tls)
+    settings = Settings(
+        a.orchestrator, read_only=read_only, timeout=a.timeout, tls=a.tls, token=a.token or None
+    )
     try:
         asyncio.run(serve(settings, a.listen, cmd.out))
     except OSError as error:  # the port is taken, or the address is not this host's

@@ -49,6 +49,8 @@ class Settings:
     counts_refresh: float = COUNTS_REFRESH
     tls: Tls | None = None
     """The console's certificate (as the CLI's --tls-*): its identity gives its role."""
+    token: str | None = None
+    """Or a bearer token (as the CLI's --token), whose identity gives its role."""
 
 
 @dataclass
@@ -64,7 +66,8 @@ class State:
 
     async def allowed(self, action: str) -> bool:
         """Whether this console may `action` ("resume", "cancel"): not read-only, and its
-        role (the identity of its certificate) is allowed the RPC by the orchestrator.
+        role (the identity of its certificate or token) may make the RPC, as the
+        orchestrator says.
 
         The orchestrator is asked, not a copy of its table: a call with an empty saga
         id is refused before anything happens, INVALID_ARGUMENT when the role may make
@@ -379,7 +382,12 @@ def make_app(settings: Settings, client: AsyncClient | None = None) -> web.Appli
     async def client_context(app: web.Application) -> AsyncIterator[None]:
         owned = client is None
         used = (
-            connect_async(settings.orchestrator, timeout=settings.timeout, tls=settings.tls)
+            connect_async(
+                settings.orchestrator,
+                timeout=settings.timeout,
+                tls=settings.tls,
+                token=settings.token,
+            )
             if owned
             else client
         )

@@ -3,13 +3,18 @@ only when the role of its own certificate may make them (the orchestrator says s
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from minisaga_client import Tls, connect_async
 from minisaga_client.console import RunningConsole, Settings, start
+from service_kit import authz
+from service_kit.tls import Security
 from tests.console.test_http import fetch
+from tests.orchestrator.conftest import start_system
 from tests.security.conftest import Pki, SecureSystem
 
 
@@ -54,3 +59,25 @@ async def test_actions_follow_the_role_of_the_consoles_certificate(
     # The operator's may: the confirmation comes, and the orchestrator's answer is shown.
     status, page = await fetch(f"{consoles['operator']}/sagas/{saga_id}/cancel")
     assert status == 200 and "Yes, cancel this saga" in page
+
+
+async def test_a_console_with_a_token_has_the_role_of_its_token(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    client_token = authz.add_token(tokens, "client")
+    operator_token = authz.add_token(tokens, "operator")
+    system = await start_system(tmp_path, security=Security(token_file=tokens))
+    started = []
+    try:
+        for token in (client_token, operator_token):
+            settings = Settings(system.orchestrator.address, read_only=False, token=token)
+            started.append(await start(settings))
+        client, operator = (running.url for running in started)
+        assert (await fetch(client))[0] == 200  # both read
+        assert (await fetch(operator))[0] == 200
+        missing = uuid.uuid4()  # may it cancel? 403 refused; 404 allowed, no such saga
+        assert (await fetch(f"{client}sagas/{missing}/cancel"))[0] == 403
+        assert (await fetch(f"{operator}sagas/{missing}/cancel"))[0] == 404
+    finally:
+        for running in started:
+            await running.stop()
+        await system.close()
