@@ -19,7 +19,7 @@ from orchestrator_server.saga.retry import (
     RetryPolicy,
 )
 from orchestrator_server.saga.sqlite_store import StoreInUse
-from service_kit import flags, limits
+from service_kit import flags, limits, telemetry
 from service_kit.faults import add_failure_switches_flag, failure_switches_allowed
 from service_kit.flags import add_server_flags, env_default
 from service_kit.limits import add_limit, add_limit_flags
@@ -287,12 +287,14 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
                 "--participant-tls-cert/--participant-tls-key/--participant-tls-ca",
             ),
             allow_failure_switches=failure_switches_allowed(args),
+            metrics_listen=args.metrics_listen,
         )
     except ValueError as error:
         raise SystemExit(f"bad retry flags: {error}") from error
 
 
 async def serve(args: argparse.Namespace) -> None:
+    telemetry.configure_tracing("orchestrator")
     try:
         orchestrator = await start(config_from_args(args))
     except (StoreInUse, InsecureListen) as error:
@@ -301,11 +303,12 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_until_signalled(orchestrator.server, grace=args.grace_seconds)
     finally:
         await orchestrator.stop()
+        telemetry.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     asyncio.run(serve(args))
 
 

@@ -26,8 +26,9 @@ from orchestrator_server.saga.retry import (
 from orchestrator_server.saga.sqlite_store import SqliteSagaStore
 from orchestrator_server.saga.store import DEFAULT_LEASE_TTL, SagaStore
 from orchestrator_server.service import OrchestratorService
-from service_kit import limits
+from service_kit import limits, telemetry
 from service_kit.database import Synchronous
+from service_kit.metrics import Metrics, SagaMetrics, serve_metrics
 from service_kit.server import DEFAULT_MAX_MESSAGE_BYTES, RunningServer, start_server
 from service_kit.tls import Security, TlsFiles
 
@@ -86,6 +87,8 @@ class OrchestratorConfig:
     max_watch_streams: int = limits.MAX_WATCH_STREAMS
     place_order_max_wait: timedelta = timedelta(seconds=limits.PLACE_ORDER_MAX_WAIT_SECONDS)
     """PlaceOrder's longest wait for the saga to end, whatever the caller's deadline."""
+    metrics_listen: str = ""
+    """Where to serve Prometheus metrics (HOST:PORT; "" for none)."""
 
 
 @dataclass
@@ -94,6 +97,7 @@ class Orchestrator:
     engine: SagaEngine
     store: ClosableStore
     channels: dict[str, grpc.aio.Channel]
+    metrics: Metrics | None = None
 
     @property
     def address(self) -> str:
@@ -106,9 +110,11 @@ class Orchestrator:
         for channel in self.channels.values():
             await channel.close(None)
         await self.store.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
-async def open_store(config: OrchestratorConfig) -> ClosableStore:
+async def open_store(config: OrchestratorConfig, metrics: Metrics | None = None) -> ClosableStore:
     if is_postgres(config.store):
         # Imported here: asyncpg comes with the `postgres` extra, not with every install.
         from orchestrator_server.saga.postgres_store import PostgresSagaStore
@@ -127,13 +133,23 @@ async def open_store(config: OrchestratorConfig) -> ClosableStore:
         raise ValueError(f"unknown store {config.store!r}: use sqlite or a postgresql:// URL")
     config.db.parent.mkdir(parents=True, exist_ok=True)
     return await SqliteSagaStore(
-        config.db, synchronous=config.synchronous, max_queue=config.max_db_queue
+        config.db,
+        synchronous=config.synchronous,
+        max_queue=config.max_db_queue,
+        on_commit=metrics.database.observe if metrics else None,
     ).open()
 
 
 async def start(config: OrchestratorConfig) -> Orchestrator:
-    """Opens the log, recovers unfinished sagas, and serves OrchestratorService."""
-    store = await open_store(config)
+    """Opens the log, recovers unfinished sagas, and serves OrchestratorService.
+    Traces when service_kit.telemetry.configure_tracing found them wanted."""
+    metrics = serve_metrics(config.metrics_listen)
+    try:
+        store = await open_store(config, metrics)
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
     channels = {name: _channel(address, config) for name, address in config.participants.items()}
     definition = place_order_saga(
         deadline=config.saga_deadline,
@@ -147,6 +163,8 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
         rng=config.rng,
         checkpoint=config.checkpoint,
         limits=config.engine_limits,
+        metrics=SagaMetrics(metrics.registry) if metrics else None,
+        tracing=telemetry.enabled(),
     )
     service = OrchestratorService(
         engine,
@@ -169,19 +187,22 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
         for channel in channels.values():
             await channel.close(None)
         await store.close()
+        if metrics is not None:
+            metrics.close()
         raise
     await engine.recover()
     engine.start_maintenance(
         renew_every=config.lease_renew_every.total_seconds(),
         recover_every=config.recover_every.total_seconds(),
     )
-    return Orchestrator(server, engine, store, channels)
+    return Orchestrator(server, engine, store, channels, metrics)
 
 
 def _channel(address: str, config: OrchestratorConfig) -> grpc.aio.Channel:
     """A channel to a participant: mTLS with `participant_tls`, else plaintext."""
     options = list(config.channel_options)
+    tracing = telemetry.client_interceptors()  # W3C traceparent to the participants
     if config.participant_tls is None:
-        return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=tracing)
     credentials = config.participant_tls.channel_credentials()
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=tracing)

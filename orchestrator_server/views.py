@@ -54,6 +54,7 @@ def saga_view(record: SagaRecord, definition: SagaDefinition[Any]) -> pb.Saga:
         updated_at=timestamp(record.updated_at_ms),
         deadline=timestamp(record.deadline_ms),
         ended_at=timestamp(record.ended_at_ms),
+        trace_id=record.trace_id,
     )
     if record.cause is not None:
         cause = record.cause

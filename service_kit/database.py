@@ -18,6 +18,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +52,14 @@ class Database:
         schema: str | Sequence[str],
         synchronous: Synchronous = "FULL",
         max_queue: int = MAX_DB_QUEUE,
+        on_commit: Callable[[float, int], None] | None = None,
     ):
         """`schema` is the list of migrations, oldest first (a single script is
         migration 1). The file's `PRAGMA user_version` says how many are applied;
         the missing ones run at open, each in its own transaction. At most
-        `max_queue` jobs wait for (or are in) the writer: see `run`."""
+        `max_queue` jobs wait for (or are in) the writer: see `run`. `on_commit`
+        (metrics) is called on the writer thread after each group commit with its
+        seconds, BEGIN to COMMIT, and its number of jobs."""
         self.path = str(path)
         self._migrations = [schema] if isinstance(schema, str) else list(schema)
         self._synchronous = synchronous
@@ -69,6 +73,7 @@ class Database:
         self.waiting = 0
         """Jobs that wait for room in the queue (wait_for_room)."""
         self._room = asyncio.Event()  # set whenever jobs leave the queue
+        self._on_commit = on_commit
 
     async def open(self) -> Database:
         self._loop = asyncio.get_running_loop()
@@ -170,6 +175,7 @@ class Database:
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         assert self._loop is not None
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -185,6 +191,8 @@ class Database:
                     outcomes.append((job.future, result, None))
             conn.execute("COMMIT")
             self.commits += 1
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - started, len(batch))
         except sqlite3.Error as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -96,6 +96,20 @@ def add_server_flags(
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="(default %(default)s)",
     )
+    parser.add_argument(
+        "--log-format",
+        default=env_default(f"{env_prefix}_LOG_FORMAT", "auto"),
+        choices=["auto", "json", "text"],
+        help="log lines as JSON objects or as text; auto is JSON unless stdout is a terminal "
+        f"(default %(default)s, env {env_prefix}_LOG_FORMAT)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=env_default(f"{env_prefix}_METRICS_LISTEN", ""),
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; port 0 picks a free one "
+        f"(default off, env {env_prefix}_METRICS_LISTEN)",
+    )
     add_security_flags(parser, env_prefix)
 
 

@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 
 import grpc
 
+from service_kit import telemetry
 from service_kit.call_log import open_call_log
 from service_kit.database import Database
 from service_kit.faults import FaultConfig, faults_from_flags
+from service_kit.metrics import CallMetrics, serve_metrics
 from service_kit.server import configure_logging, serve_until_signalled, start_server
 from service_kit.tls import InsecureListen, security_from_args
 
@@ -38,8 +40,16 @@ async def serve_participant(
     """
     security = security_from_args(args)
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    db = await Database(args.db, schema=schema, max_queue=args.max_db_queue).open()
+    telemetry.configure_tracing(service_name.rsplit(".", 1)[-1])
+    metrics = serve_metrics(args.metrics_listen)
+    db = await Database(
+        args.db,
+        schema=schema,
+        max_queue=args.max_db_queue,
+        on_commit=metrics.database.observe if metrics else None,
+    ).open()
     call_log = open_call_log(args.call_log)
+    counting = [CallMetrics(metrics.registry)] if metrics else []
     try:
         service = build(db, faults_from_flags(args))
         if prepare is not None:
@@ -50,7 +60,7 @@ async def serve_participant(
             args.listen,
             max_message_bytes=args.max_message_bytes,
             maximum_concurrent_rpcs=args.max_concurrent_rpcs,
-            interceptors=[call_log] if call_log else (),
+            interceptors=[*counting, *([call_log] if call_log else [])],
             security=security,
         )
         await serve_until_signalled(running, grace=args.grace_seconds)
@@ -60,11 +70,14 @@ async def serve_participant(
         if call_log:
             call_log.close()
         await db.close()
+        telemetry.shutdown()
+        if metrics:
+            metrics.close()
 
 
 def run(
     args: argparse.Namespace, serve: Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
 ) -> None:
     """The body of a participant's main(): logging, then serve on a fresh event loop."""
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     asyncio.run(serve(args))

@@ -87,6 +87,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="explicit ports for orchestrator,payment,inventory,shipping; overrides --base-port",
     )
     parser.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=None,
+        help="Prometheus metrics (/metrics) of the orchestrator on this port of --host, "
+        "payment, inventory, shipping on the next three; 0 for none (default 9464 with the "
+        "default ports, none with --base-port or --ports)",
+    )
+    parser.add_argument(
         "--console-port",
         type=int,
         default=CONSOLE_PORT,
@@ -124,6 +132,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.port_list = ports
     return args
 
+
+METRICS_PORT = 9464
+"""The orchestrator's /metrics in make run (Prometheus' port for exporters' own use);
+payment, inventory and shipping on the next three."""
 
 # make run is a development system: the requests' failure switches work there.
 DEVELOPMENT = ("--allow-failure-switches",)
@@ -178,6 +190,14 @@ def plan(args: argparse.Namespace) -> list[Child]:
             ],
         )
     )
+    metrics_port = args.metrics_base_port
+    if metrics_port is None:  # on for make run; off for other ports (tests), not to collide
+        metrics_port = METRICS_PORT if args.port_list == [7001, 7002, 7003, 7004] else 0
+    if metrics_port:
+        for offset, name in enumerate(("orchestrator", "payment", "inventory", "shipping")):
+            child = next(c for c in children if c.name == name)
+            shown = f"[{host}]" if ":" in host else host
+            child.args += ["--metrics-listen", f"{shown}:{metrics_port + offset}"]
     for child in children:  # security: reflection for grpcurl; mTLS with --tls-dir
         child.args.append("--reflection")
         if args.tls_dir is not None:

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from service_kit import logs, telemetry
 from service_kit.authz import Authorizer, Tokens
 from service_kit.malformed import RefuseMalformed
 from service_kit.tls import Security, check_listen
@@ -64,7 +65,9 @@ async def start_server(
     `security` (service_kit.tls): TLS, the authorization table, reflection, and
     the refusal of plaintext beyond loopback (raises InsecureListen)."""
     check_listen(listen, security)
-    if security.authorizing:  # first: a refused call reaches no other interceptor
+    # Tracing (when on) goes first, so that the others run inside the call's span...
+    interceptors = [*telemetry.server_interceptors(), *interceptors]
+    if security.authorizing:  # ...but after this: a refused call reaches no other interceptor
         tokens = Tokens(security.token_file) if security.token_file else None
         interceptors = [Authorizer(tokens), *interceptors]
     server = grpc.aio.server(
@@ -122,8 +125,6 @@ async def serve_until_signalled(
     stopper.cancel()
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(level: str, fmt: str = "auto") -> None:
+    """Logs at `level` as JSON or text (service_kit.logs; auto: JSON unless stdout is a tty)."""
+    logs.configure(level, fmt)

@@ -27,6 +27,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry import trace
 
 from orchestrator_server.saga.definition import Invocation, Rpc, SagaContext, SagaDefinition, Step
 from orchestrator_server.saga.policy import UNRECORDED
@@ -44,6 +45,8 @@ from orchestrator_server.saga.store import (
 )
 from service_kit import limits
 from service_kit.clock import now_ms
+from service_kit.logs import saga_fields
+from service_kit.metrics import SagaMetrics
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +125,19 @@ class SagaEngine:
         rng: random.Random | None = None,
         checkpoint: Callable[[str], None] | None = None,
         limits: EngineLimits = EngineLimits(),
+        metrics: SagaMetrics | None = None,
+        tracing: bool = False,
     ) -> None:
+        """`metrics` (--metrics-listen) is observed when given; with `tracing`
+        (service_kit.telemetry) each saga has a trace: its root span, and a
+        child span per attempt."""
         self.store = store
+        self.metrics = metrics
+        self._tracer = trace.get_tracer(__name__) if tracing else None
+        self._spans: dict[str, trace.Span] = {}  # root spans of sagas started here, not yet run
+        if metrics is not None:
+            metrics.in_flight.set_function(lambda: self.in_flight)
+            metrics.past_deadline.set_function(self._past_deadline)
         self.limits = limits
         self._starting = 0  # start() calls between the limit check and their task
         self._slots: dict[str, asyncio.Semaphore] = {}  # per participant
@@ -163,6 +177,10 @@ class SagaEngine:
         """Sagas found by recover() still waiting for a recovery slot."""
         return len(self._recovery_line)
 
+    def _past_deadline(self) -> int:
+        now = now_ms()
+        return sum(1 for r in list(self._live.values()) if r.deadline_ms < now)
+
     def waiting_for(self, participant: str) -> int:
         """Attempts waiting for a free call slot to `participant`."""
         return self._waiting[participant]
@@ -194,15 +212,49 @@ class SagaEngine:
             updated_at_ms=now,
             deadline_ms=now + int(definition.deadline.total_seconds() * 1000),
         )
+        span = None
+        if self._tracer is not None:
+            span = self._root_span(record)
+            context = span.get_span_context()
+            record.trace_id = trace.format_trace_id(context.trace_id)
+            record.trace_span_id = trace.format_span_id(context.span_id)
         # Shielded: once the row is committed, the saga must be driven even if
         # our caller gives up meanwhile (its deadline, say).
         self._starting += 1
-        return await asyncio.shield(self._create_and_drive(record))
+        return await asyncio.shield(self._create_and_drive(record, span))
 
-    async def _create_and_drive(self, record: SagaRecord) -> tuple[SagaRecord, bool]:
+    def _root_span(self, record: SagaRecord) -> trace.Span:
+        """A new trace for a new saga: a saga outlives the request that started it
+        (retries, recoveries), so it is a root, linked to that request's span."""
+        assert self._tracer is not None
+        caller = trace.get_current_span().get_span_context()
+        return self._tracer.start_span(
+            f"saga {record.saga_type}",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            links=[trace.Link(caller)] if caller.is_valid else None,
+            attributes={"saga.id": record.saga_id, "saga.type": record.saga_type},
+        )
+
+    async def _create_and_drive(
+        self, record: SagaRecord, span: trace.Span | None
+    ) -> tuple[SagaRecord, bool]:
         try:
-            record, created = await self.store.create(record)
+            try:
+                record, created = await self.store.create(record)
+            except BaseException:
+                if span is not None:
+                    span.set_status(trace.StatusCode.ERROR, "not recorded")
+                    span.end()
+                raise
+            if span is not None and not created:  # a retried request: its saga exists
+                span.set_attribute("saga.replayed", True)
+                span.end()
             if created:
+                if span is not None:
+                    self._spans[record.saga_id] = span
+                if self.metrics is not None:
+                    self.metrics.started.labels(record.saga_type).inc()
+                log.info("saga started", extra=_fields(record))
                 self.drive(record.saga_id, record)
             elif not record.status.terminal:
                 self.drive(record.saga_id)  # a no-op if it runs here; claims it if nobody does
@@ -366,10 +418,55 @@ class SagaEngine:
         return self._cancels.setdefault(saga_id, asyncio.Event())
 
     async def _run(self, saga_id: str, record: SagaRecord | None) -> SagaRecord | None:
-        if record is None:
-            record = await self.store.claim(saga_id)
-        if record is None or record.status.terminal:
-            return record  # ended, or another replica drives it
+        span = self._spans.pop(saga_id, None)
+        try:
+            fresh = record is not None  # just created here, or else claimed from the log
+            if record is None:
+                record = await self.store.claim(saga_id)
+            if record is None or record.status.terminal:
+                return record  # ended, or another replica drives it
+            if not fresh:  # recovered, taken over, or resumed
+                log.info("saga taken up (%s)", record.status.value, extra=_fields(record))
+                if self.metrics is not None:
+                    self.metrics.recovered.inc()
+                span = self._resumed_span(record)
+            if span is None:
+                return await self._run_claimed(saga_id, record)
+            with trace.use_span(span, end_on_exit=False, record_exception=False):
+                ended = await self._run_claimed(saga_id, record)
+            span.set_attribute("saga.status", ended.status.value)
+            return ended
+        finally:
+            if span is not None:
+                span.end()
+
+    def _resumed_span(self, record: SagaRecord) -> trace.Span | None:
+        """The span of a saga driven on after a recovery, a takeover or a resume: a
+        child of the saga's root span (as the log recorded it), so in its trace."""
+        if self._tracer is None:
+            return None
+        context = None
+        if record.trace_id and record.trace_span_id:
+            root = trace.SpanContext(
+                int(record.trace_id, 16),
+                int(record.trace_span_id, 16),
+                is_remote=True,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            )
+            context = trace.set_span_in_context(trace.NonRecordingSpan(root))
+        else:  # begun untraced: a trace of its own from here on
+            context = trace.set_span_in_context(trace.INVALID_SPAN)
+        return self._tracer.start_span(
+            f"saga {record.saga_type} resumed",
+            context=context,
+            attributes={
+                "saga.id": record.saga_id,
+                "saga.type": record.saga_type,
+                "saga.resumed": True,
+            },
+        )
+
+    async def _run_claimed(self, saga_id: str, record: SagaRecord) -> SagaRecord:
         self._live[saga_id] = record
         if any(a.code is None for a in record.attempts):
             # Only this task makes attempts for this saga: these are from before a crash.
@@ -390,7 +487,11 @@ class SagaEngine:
                 await self._change_status(record, SagaStatus.COMPLETED, finished=last)
                 return record
             log.info(
-                "saga %s compensating: %s %s %s", saga_id, cause.step, cause.code, cause.message
+                "saga compensating: %s %s %s",
+                cause.step,
+                cause.code,
+                cause.message,
+                extra=_fields(record, step=cause.step, code=cause.code),
             )
             # COMPENSATING is recorded with the first undo's attempt (or, with
             # nothing to undo, straight as the end): one commit fewer per failure.
@@ -433,6 +534,7 @@ class SagaEngine:
                     return cause, attempt
                 await self._write(record, finished=attempt)  # visible while we back off
                 unsaved = None
+                self._retrying(record, attempt)
                 pause = min(
                     retry.backoff(tries, self._rng),
                     max(0.0, (record.deadline_ms - now_ms()) / 1000),
@@ -513,13 +615,16 @@ class SagaEngine:
                         )
                     )
                     log.warning(
-                        "saga %s: compensation of %s failed after %d attempts: %s",
-                        record.saga_id,
+                        "saga compensation of %s failed after %d attempts: %s",
                         step.name,
                         tries,
                         attempt.code,
+                        extra=_fields(record, attempt),
                     )
+                    if self.metrics is not None:
+                        self.metrics.compensation_failures.labels(record.saga_type, step.name).inc()
                     break
+                self._retrying(record, attempt)
                 await asyncio.sleep(compensation.retry.backoff(tries, self._rng))
         status = SagaStatus.FAILED if failures else SagaStatus.COMPENSATED
         cause = starting.cause if starting is not None else None  # never got to COMPENSATING
@@ -588,24 +693,66 @@ class SagaEngine:
         timeout = min(invocation.retry.attempt_timeout.total_seconds(), lease_left)
         if phase is Phase.ACTION:
             timeout = max(0.001, min(timeout, (record.deadline_ms - now_ms()) / 1000))
-        try:
-            await self._call(invocation.rpc)(
-                request,
-                timeout=timeout,
-                # Lets a participant (or its logs) tell which attempt a call is.
-                metadata=(
-                    ("minisaga-saga-id", record.saga_id),
-                    ("minisaga-attempt", f"{step.name}/{phase.value}/{number}"),
-                ),
+        log.debug("saga attempt sent: %s", attempt.method, extra=_fields(record, attempt))
+        span = None
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                f"{step.name} {phase.value}",
+                attributes={
+                    "saga.id": record.saga_id,
+                    "saga.type": record.saga_type,
+                    "saga.step": step.name,
+                    "saga.phase": phase.value,
+                    "saga.attempt": number,
+                    "rpc.method": attempt.method,
+                },
             )
+        started = loop_time()
+        rpc_code = grpc.StatusCode.UNKNOWN  # should the call raise anything else
+        try:
+            with trace.use_span(span, end_on_exit=False) if span else contextlib.nullcontext():
+                await self._call(invocation.rpc)(
+                    request,
+                    timeout=timeout,
+                    # Lets a participant (or its logs) tell which attempt a call is.
+                    metadata=(
+                        ("minisaga-saga-id", record.saga_id),
+                        ("minisaga-attempt", f"{step.name}/{phase.value}/{number}"),
+                    ),
+                )
             attempt.code = grpc.StatusCode.OK.name
+            rpc_code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as error:
-            attempt.code = error.code().name
+            rpc_code = error.code()
+            attempt.code = rpc_code.name
             attempt.message = error.details() or ""
             attempt.reason = _error_reason(error)
+        finally:
+            if span is not None:
+                span.set_attribute("rpc.grpc.status_code", rpc_code.value[0])
+                if rpc_code is not grpc.StatusCode.OK:
+                    span.set_status(trace.StatusCode.ERROR, rpc_code.name)
+                span.end()
         attempt.finished_at_ms = now_ms()
+        if self.metrics is not None:
+            self.metrics.attempt_duration.labels(
+                record.saga_type, step.name, phase.value, attempt.code
+            ).observe(loop_time() - started)
+        log.debug("saga attempt returned: %s", attempt.method, extra=_fields(record, attempt))
         self._checkpoint(f"{phase.value}-rpc-returned")
         return attempt
+
+    def _retrying(self, record: SagaRecord, attempt: AttemptRecord) -> None:
+        """Logs and counts that `attempt` failed and another follows."""
+        log.info(
+            "saga retrying %s %s after %s",
+            attempt.step,
+            attempt.phase.value,
+            attempt.code,
+            extra=_fields(record, attempt),
+        )
+        if self.metrics is not None:
+            self.metrics.retries.labels(record.saga_type, attempt.step, attempt.phase.value).inc()
 
     async def _write(
         self,
@@ -641,6 +788,12 @@ class SagaEngine:
     ) -> None:
         change = StatusChange(status, now_ms(), cause, tuple(failures or ()))
         await self._write(record, finished=finished, status=change)
+        log.info("saga ended %s", status.value, extra=_fields(record, code=status.value))
+        if self.metrics is not None:
+            self.metrics.ended.labels(record.saga_type, status.value).inc()
+            self.metrics.duration.labels(record.saga_type, status.value).observe(
+                max(0, change.at_ms - record.created_at_ms) / 1000
+            )
 
     def _call(self, rpc: Rpc[Any, Any]) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
         call = self._calls.get(rpc.method)
@@ -652,6 +805,29 @@ class SagaEngine:
             )
             self._calls[rpc.method] = call
         return call
+
+
+def _fields(
+    record: SagaRecord, attempt: AttemptRecord | None = None, *, step: str = "", code: str = ""
+) -> dict[str, Any]:
+    """The saga's fields of a log line (service_kit.logs)."""
+    if attempt is not None:
+        return saga_fields(
+            record.saga_id,
+            record.saga_type,
+            trace_id=record.trace_id,
+            step=attempt.step,
+            phase=attempt.phase.value,
+            attempt=attempt.number,
+            code=attempt.code or "",
+        )
+    return saga_fields(
+        record.saga_id, record.saga_type, trace_id=record.trace_id, step=step, code=code
+    )
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _cancelled(before_step: str) -> Cause:

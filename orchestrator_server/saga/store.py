@@ -91,6 +91,10 @@ class SagaRecord:
     cancel_requested: bool = False
     attempts: list[AttemptRecord] = field(default_factory=list)
     failures: list[CompensationFailure] = field(default_factory=list)
+    trace_id: str = ""
+    """The saga's OpenTelemetry trace (32 hex digits), "" when it began untraced."""
+    trace_span_id: str = ""
+    """Its root span (16 hex digits): attempts made after a recovery are its children."""
 
     def attempts_of(self, step: str, phase: Phase) -> list[AttemptRecord]:
         return [a for a in self.attempts if a.step == step and a.phase == phase]

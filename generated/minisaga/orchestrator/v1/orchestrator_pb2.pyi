@@ -229,6 +229,7 @@ class Saga(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     saga_id: _builtins.str
     """UUID chosen by the orchestrator."""
     saga_type: _builtins.str
@@ -238,6 +239,11 @@ class Saga(_message.Message):
     """The business key the saga acts for: the order id for place_order."""
     request_id: _builtins.str
     """The client's idempotency key, if it gave one."""
+    trace_id: _builtins.str
+    """The saga's OpenTelemetry trace id, 32 lowercase hex digits: every attempt,
+    before and after a recovery, and the participants' calls are in this trace.
+    Empty when the saga began on an orchestrator with tracing off.
+    """
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepExecution]:
         """Every step and compensation in the order they ran; steps not yet run are
@@ -279,10 +285,11 @@ class Saga(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compensation_cause", b"compensation_cause", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensation_cause", b"compensation_cause", "compensation_failures", b"compensation_failures", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "order_id", b"order_id", "request_id", b"request_id", "saga_id", b"saga_id", "saga_type", b"saga_type", "status", b"status", "steps", b"steps", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensation_cause", b"compensation_cause", "compensation_failures", b"compensation_failures", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "order_id", b"order_id", "request_id", b"request_id", "saga_id", b"saga_id", "saga_type", b"saga_type", "status", b"status", "steps", b"steps", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
