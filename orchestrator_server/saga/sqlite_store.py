@@ -115,8 +115,15 @@ class SqliteSagaStore:
         *,
         synchronous: Synchronous = "FULL",
         max_queue: int = MAX_DB_QUEUE,
+        on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
-        self.db = Database(path, schema=MIGRATIONS, synchronous=synchronous, max_queue=max_queue)
+        self.db = Database(
+            path,
+            schema=MIGRATIONS,
+            synchronous=synchronous,
+            max_queue=max_queue,
+            on_commit=on_commit,
+        )
         self._lock_path = Path(f"{path}.lock")
         self._lock: IO[bytes] | None = None
 
