@@ -1,7 +1,9 @@
 """The "place an order" saga: charge, reserve, ship — and their undos.
 
 This is the business process, declared as data. Adding a step is one more
-`.step(...)` here; the engine does not change.
+`.step(...)` here; the engine does not change. Builders read earlier steps'
+outputs: the refund names the receipt Charge returned, the shipment names the
+reservation Reserve returned (`order.output(CHARGE)` is a ChargeResponse).
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ from minisaga.orchestrator.v1.orchestrator_pb2 import PlaceOrderRequest
 from minisaga.payment.v1 import payment_pb2 as payment
 from minisaga.shipping.v1 import shipping_pb2 as shipping
 
-from orchestrator_server.saga.definition import (
+from orchestrator_server.saga import (
+    DEFAULT_ACTION_RETRY,
+    DEFAULT_COMPENSATION_RETRY,
     DEFAULT_SAGA_DEADLINE,
+    RetryPolicy,
     Rpc,
     Saga,
     SagaContext,
     SagaDefinition,
-)
-from orchestrator_server.saga.retry import (
-    DEFAULT_ACTION_RETRY,
-    DEFAULT_COMPENSATION_RETRY,
-    RetryPolicy,
 )
 
 PAYMENT = payment.DESCRIPTOR.services_by_name["PaymentService"]
@@ -70,7 +70,12 @@ def charge(order: Order) -> payment.ChargeRequest:
 
 
 def refund(order: Order) -> payment.RefundRequest:
-    return payment.RefundRequest(saga_id=order.saga_id, reason="order saga compensation")
+    charged = order.output_or_none(CHARGE)  # None when the charge is in doubt
+    return payment.RefundRequest(
+        saga_id=order.saga_id,
+        reason="order saga compensation",
+        receipt_id=charged.payment.receipt_id if charged is not None else "",
+    )
 
 
 def reserve(order: Order) -> inventory.ReserveRequest:
@@ -92,6 +97,7 @@ def create_shipment(order: Order) -> shipping.CreateShipmentRequest:
         order_id=order.business_key,
         address=order.input.address or STORE_PICKUP,
         fail=order.input.fail_shipping,
+        reservation_id=order.output(RESERVE).reservation.reservation_id,
     )
 
 

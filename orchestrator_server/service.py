@@ -278,7 +278,11 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return record
 
     def _view(self, record: SagaRecord) -> pb.Saga:
-        return saga_view(record, self.engine.definition(record.saga_type))
+        try:
+            definition = self.engine.definition(record.saga_type, record.saga_version)
+        except KeyError:
+            definition = None  # not driven here: not_driven_reason says why
+        return saga_view(record, definition, self.engine.not_driven_reason(record))
 
 
 def _filter(

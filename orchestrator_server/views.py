@@ -31,10 +31,16 @@ def status_from_proto(value: pb.SagaStatus.ValueType) -> SagaStatus | None:
     return SagaStatus(pb.SagaStatus.Name(value).removeprefix("SAGA_STATUS_"))
 
 
-def saga_view(record: SagaRecord, definition: SagaDefinition[Any]) -> pb.Saga:
+def saga_view(
+    record: SagaRecord, definition: SagaDefinition[Any] | None, not_driven_reason: str = ""
+) -> pb.Saga:
+    """`definition` is the saga's own version's (None when this orchestrator
+    lacks it: the steps not yet run are then not listed)."""
     saga = pb.Saga(
         saga_id=record.saga_id,
         saga_type=record.saga_type,
+        saga_version=record.saga_version,
+        not_driven_reason=not_driven_reason,
         status=saga_status(record.status),
         order_id=record.business_key,
         request_id=record.request_id or "",
@@ -70,7 +76,9 @@ def saga_view(record: SagaRecord, definition: SagaDefinition[Any]) -> pb.Saga:
     return saga
 
 
-def _executions(record: SagaRecord, definition: SagaDefinition[Any]) -> list[pb.StepExecution]:
+def _executions(
+    record: SagaRecord, definition: SagaDefinition[Any] | None
+) -> list[pb.StepExecution]:
     """Every step and compensation in the order they ran, then the steps still to run."""
     groups: dict[tuple[str, Phase], list[AttemptRecord]] = {}
     for attempt in record.attempts:
@@ -104,7 +112,7 @@ def _executions(record: SagaRecord, definition: SagaDefinition[Any]) -> list[pb.
                 ),
             )
         )
-    if record.status is SagaStatus.RUNNING:
+    if record.status is SagaStatus.RUNNING and definition is not None:
         for step_def in definition.steps:
             if (step_def.name, Phase.ACTION) not in groups:
                 executions.append(
@@ -239,8 +247,7 @@ def definition_view(definition: SagaDefinition[Any]) -> pb.SagaDefinition:
     deadline = int(definition.deadline.total_seconds() * 1000)
     return pb.SagaDefinition(
         saga_type=definition.name,
-        # A definition with a version (the issue of versioned definitions) names it.
-        version=str(getattr(definition, "version", "") or ""),
+        version=str(definition.version),
         steps=[
             pb.StepDefinition(
                 name=step.name,

@@ -112,11 +112,22 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         validation.require_valid(
             validation.check_saga_id("saga_id", request.saga_id),
             validation.check_text("reason", request.reason, required=False),
+            validation.check_id("receipt_id", request.receipt_id, required=False),
         )
 
         def refund(conn: sqlite3.Connection) -> pb.RefundResponse:
             row = _select(conn, request.saga_id)
             now = now_ms()
+            if (
+                request.receipt_id
+                and row is not None
+                and row["receipt_id"] not in ("", request.receipt_id)
+            ):
+                raise errors.failed_precondition(
+                    errors.RECEIPT_MISMATCH,
+                    f"saga {request.saga_id}'s charge has another receipt; nothing refunded",
+                    saga_id=request.saga_id,
+                )
             if row is None:
                 conn.execute(
                     "INSERT INTO payments (saga_id, order_id, amount, currency, status,"

@@ -48,6 +48,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
             validation.check_saga_id("saga_id", request.saga_id),
             validation.check_id("order_id", request.order_id),
             validation.check_text("address", request.address),
+            validation.check_id("reservation_id", request.reservation_id, required=False),
         )
         self.faults.check_switches(fail=request.fail)
 

@@ -8,13 +8,17 @@
     )
 
 `invoke` ties an RPC's request type to its builder's return type, so a builder
-that returns the wrong message for the RPC is a `mypy --strict` error.
+that returns the wrong message for the RPC is a `mypy --strict` error; and
+`ctx.output(CHARGE)` is typed as CHARGE's response, so a later step's builder
+(or any compensation) reads what an earlier action returned, checked the same way.
+
+Internal module: import these names from `orchestrator_server.saga`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
@@ -62,13 +66,44 @@ class Rpc(Generic[ReqT, RespT]):
         return cls(participant, f"/{service.full_name}/{name}", request_type, response_type)
 
 
+class StepOutputMissing(LookupError):
+    """`SagaContext.output` of an RPC no action of this saga has completed (yet).
+
+    A compensation runs for a step that *may* have taken effect, so its action's
+    output may be missing (the reply was lost): read it with `output_or_none`."""
+
+    def __init__(self, saga_id: str, method: str) -> None:
+        super().__init__(f"saga {saga_id}: no action calling {method} has succeeded")
+        self.saga_id = saga_id
+        self.method = method
+
+
 @dataclass(frozen=True)
 class SagaContext(Generic[InputT]):
-    """What a request builder may read: the saga's identity and its input."""
+    """What a request builder may read: the saga's identity, its input, and the
+    responses of the actions that succeeded so far (restored from the log
+    after a restart)."""
 
     saga_id: str
     business_key: str
     input: InputT
+    outputs: Mapping[str, bytes] = field(default_factory=dict)
+    """Each succeeded action's response, serialized, by its RPC's method (the
+    engine's; read it with `output`)."""
+
+    def output(self, rpc: Rpc[Any, RespT]) -> RespT:
+        """The response of the action that called `rpc` and succeeded, typed as
+        `rpc`'s response. Raises StepOutputMissing when none has."""
+        data = self.outputs.get(rpc.method)
+        if data is None:
+            raise StepOutputMissing(self.saga_id, rpc.method)
+        return rpc.response_type.FromString(data)
+
+    def output_or_none(self, rpc: Rpc[Any, RespT]) -> RespT | None:
+        """Like `output`, but None when no action calling `rpc` has succeeded:
+        for a compensation, whose action may have taken effect unseen."""
+        data = self.outputs.get(rpc.method)
+        return None if data is None else rpc.response_type.FromString(data)
 
 
 @dataclass(frozen=True)
@@ -96,6 +131,9 @@ class SagaDefinition(Generic[InputT]):
     steps: tuple[Step[InputT], ...]
     deadline: timedelta
     """After this the saga stops going forward and compensates."""
+    version: int = 1
+    """A saga records the version it started on and finishes on it; new sagas
+    start on the newest version registered."""
 
     def step(self, name: str) -> Step[InputT]:
         for step in self.steps:
@@ -119,7 +157,11 @@ class Saga(Generic[InputT]):
         deadline: timedelta = DEFAULT_SAGA_DEADLINE,
         action_retry: RetryPolicy = DEFAULT_ACTION_RETRY,
         compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
+        version: int = 1,
     ) -> None:
+        if version < 1:
+            raise ValueError("a saga's version is 1 or more")
+        self._version = version
         self._name = name
         self._input_type = input_type
         self._deadline = deadline
@@ -138,7 +180,9 @@ class Saga(Generic[InputT]):
     def build(self) -> SagaDefinition[InputT]:
         if not self._steps:
             raise ValueError(f"saga {self._name} has no steps")
-        return SagaDefinition(self._name, self._input_type, tuple(self._steps), self._deadline)
+        return SagaDefinition(
+            self._name, self._input_type, tuple(self._steps), self._deadline, self._version
+        )
 
 
 class StepBuilder(Generic[InputT]):

@@ -10,6 +10,16 @@ idempotent by saga_id. Recovery is the same path as a fresh start: `drive()`.
 ("action-attempt-recorded", "action-rpc-returned", "outcome-recorded",
 "compensation-attempt-recorded", "status-recorded-compensating", ...); crash
 tests use it to SIGKILL the process at exactly that point.
+
+An OK action's response is its step's output: recorded with the outcome (in
+the same write), handed to later builders and every compensation through
+`SagaContext.output`, and restored from the log at recovery.
+
+Definitions are registered by (name, version): a saga is driven on the version
+it started on; one whose type or version this engine lacks is left alone (it
+says why in `not_driven_reason`) for a replica that has it.
+
+Internal module: import the engine from `orchestrator_server.saga`.
 """
 
 from __future__ import annotations
@@ -27,11 +37,12 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from orchestrator_server.saga.definition import Invocation, Rpc, SagaContext, SagaDefinition, Step
 from orchestrator_server.saga.policy import UNRECORDED
 from orchestrator_server.saga.store import (
+    MAX_STEP_OUTPUT_BYTES,
     AttemptRecord,
     Cause,
     CompensationFailure,
@@ -47,6 +58,7 @@ from service_kit import limits
 from service_kit.clock import now_ms
 from service_kit.logs import saga_fields
 from service_kit.metrics import SagaMetrics
+from service_kit.validation import check_saga_id
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,8 @@ SAGA_CANCELLED = "SAGA_CANCELLED"
 SAGA_DEADLINE_EXCEEDED = "SAGA_DEADLINE_EXCEEDED"
 # The code of a compensation failure for a step that has no compensation.
 NO_COMPENSATION = "NO_COMPENSATION"
+# The reason of an action attempt whose OK response was over MAX_STEP_OUTPUT_BYTES.
+STEP_OUTPUT_TOO_LARGE = "STEP_OUTPUT_TOO_LARGE"
 
 
 class ChangeFeed:
@@ -92,6 +106,24 @@ class ChangeFeed:
     def __len__(self) -> int:
         """Sagas being watched: what the feed holds in memory."""
         return len(self._watchers)
+
+
+class UnknownDefinition(LookupError):
+    """`start` was given a definition this engine did not register (by name
+    and version, and the very object: a look-alike is refused too)."""
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"saga {name} version {version} is not registered on this engine")
+        self.name = name
+        self.version = version
+
+
+class SagaIdConflict(Exception):
+    """The saga id a caller chose belongs to another saga (another type or input)."""
+
+    def __init__(self, existing: SagaRecord) -> None:
+        super().__init__(f"saga id {existing.saga_id} is taken by another saga")
+        self.existing = existing
 
 
 class SagaLimitReached(Exception):
@@ -148,7 +180,17 @@ class SagaEngine:
         self._checkpoint = checkpoint or (lambda name: None)
         self.changes = ChangeFeed()
         self._channels = channels
-        self._definitions = {d.name: d for d in definitions}
+        self._definitions: dict[tuple[str, int], SagaDefinition[Any]] = {}
+        self._newest: dict[str, SagaDefinition[Any]] = {}
+        for definition in definitions:
+            key = (definition.name, definition.version)
+            if key in self._definitions:
+                raise ValueError(f"saga {key[0]} version {key[1]} is registered twice")
+            self._definitions[key] = definition
+            newest = self._newest.get(definition.name)
+            if newest is None or newest.version < definition.version:
+                self._newest[definition.name] = definition
+        self._undriven: dict[str, str] = {}  # saga id -> why this engine leaves it alone
         self._rng = rng or random.Random()
         self._tasks: dict[str, asyncio.Task[SagaRecord | None]] = {}
         self._live: dict[str, SagaRecord] = {}  # the runner's own copy of each saga in flight
@@ -164,8 +206,29 @@ class SagaEngine:
                             "which has no channel"
                         )
 
-    def definition(self, name: str) -> SagaDefinition[Any]:
-        return self._definitions[name]
+    def definition(self, name: str, version: int | None = None) -> SagaDefinition[Any]:
+        """The definition registered as `name` (its newest version, unless
+        `version` is given); KeyError when there is none."""
+        if version is None:
+            return self._newest[name]
+        return self._definitions[(name, version)]
+
+    @property
+    def definitions(self) -> list[SagaDefinition[Any]]:
+        """Every definition registered, by name then version."""
+        return [self._definitions[key] for key in sorted(self._definitions)]
+
+    def not_driven_reason(self, record: SagaRecord) -> str:
+        """Why this engine does not drive the saga ("" when it would): its type
+        or version is not registered here. A replica that has it drives it."""
+        if record.status.terminal or (record.saga_type, record.saga_version) in self._definitions:
+            return ""
+        if record.saga_type not in self._newest:
+            return f"saga type {record.saga_type!r} is not registered on this orchestrator"
+        return (
+            f"saga {record.saga_type} version {record.saga_version} is not registered on this "
+            f"orchestrator (it has {_versions(self._definitions, record.saga_type)})"
+        )
 
     @property
     def in_flight(self) -> int:
@@ -192,19 +255,38 @@ class SagaEngine:
         definition: SagaDefinition[Any],
         saga_input: Message,
         *,
-        business_key: str,
+        business_key: str = "",
         request_id: str | None = None,
+        saga_id: str | None = None,
     ) -> tuple[SagaRecord, bool]:
-        """Records a new saga and starts driving it; with a known request_id,
-        returns that saga instead (created=False). Raises SagaLimitReached,
-        having written nothing, when max_sagas_in_flight are in flight."""
+        """Records a new saga on `definition` and starts driving it; with a
+        known request_id (or a chosen `saga_id` already used for the same
+        saga), returns that saga instead (created=False).
+
+        Raises UnknownDefinition when `definition` is not the one registered
+        under its name and version; SagaIdConflict when `saga_id` belongs to
+        another saga; SagaLimitReached, having written nothing, when
+        max_sagas_in_flight are in flight. `business_key` defaults to the saga id."""
+        if self._definitions.get((definition.name, definition.version)) is not definition:
+            raise UnknownDefinition(definition.name, definition.version)
+        if not isinstance(saga_input, definition.input_type):
+            raise TypeError(
+                f"saga {definition.name} takes {definition.input_type.DESCRIPTOR.full_name}, "
+                f"not {saga_input.DESCRIPTOR.full_name}"
+            )
+        if saga_id is not None:
+            problem = check_saga_id("saga_id", saga_id)
+            if problem is not None:
+                raise ValueError(problem)
         if self.in_flight >= self.limits.max_sagas_in_flight:
             raise SagaLimitReached(self.in_flight, self.limits.max_sagas_in_flight)
         now = now_ms()
+        chosen = saga_id or str(uuid.uuid4())
         record = SagaRecord(
-            saga_id=str(uuid.uuid4()),
+            saga_id=chosen,
             saga_type=definition.name,
-            business_key=business_key,
+            saga_version=definition.version,
+            business_key=business_key or chosen,
             request_id=request_id,
             input=saga_input.SerializeToString(deterministic=True),
             status=SagaStatus.RUNNING,
@@ -220,6 +302,14 @@ class SagaEngine:
             record.trace_span_id = trace.format_span_id(context.span_id)
         # Shielded: once the row is committed, the saga must be driven even if
         # our caller gives up meanwhile (its deadline, say).
+        if saga_id is not None:
+            existing = await self.store.load(saga_id)
+            if existing is not None:
+                if existing.saga_type != record.saga_type or existing.input != record.input:
+                    raise SagaIdConflict(existing)
+                if not existing.status.terminal:
+                    self.drive(saga_id)  # a no-op if it runs here; claims it if nobody does
+                return existing, False
         self._starting += 1
         return await asyncio.shield(self._create_and_drive(record, span))
 
@@ -284,7 +374,9 @@ class SagaEngine:
         unfinished sagas does not send 10,000 calls at once."""
         queued = set(self._recovery_line)
         saga_ids = [
-            s for s in await self.store.claimable() if s not in self._tasks and s not in queued
+            s
+            for s in await self.store.claimable()
+            if s not in self._tasks and s not in queued and s not in self._undriven
         ]
         self._recovery_line.extend(saga_ids)
         if saga_ids and (self._pacer is None or self._pacer.done()):
@@ -336,7 +428,28 @@ class SagaEngine:
                 except Exception:
                     log.exception("looking for sagas to recover failed; trying again later")
 
-    async def wait(self, saga_id: str, timeout: float | None) -> SagaRecord | None:
+    async def run(
+        self,
+        definition: SagaDefinition[Any],
+        saga_input: Message,
+        *,
+        business_key: str = "",
+        request_id: str | None = None,
+        saga_id: str | None = None,
+    ) -> SagaRecord:
+        """`start`, then `wait` for the saga's end: its terminal record (a saga
+        recorded before, by request_id or saga_id, is waited for the same way)."""
+        record, _ = await self.start(
+            definition,
+            saga_input,
+            business_key=business_key,
+            request_id=request_id,
+            saga_id=saga_id,
+        )
+        ended = await self.wait(record.saga_id, None)
+        return record if ended is None else ended
+
+    async def wait(self, saga_id: str, timeout: float | None = None) -> SagaRecord | None:
         """The saga once it is terminal, or as it is when timeout runs out."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -467,6 +580,14 @@ class SagaEngine:
         )
 
     async def _run_claimed(self, saga_id: str, record: SagaRecord) -> SagaRecord:
+        definition = self._definitions.get((record.saga_type, record.saga_version))
+        if definition is None:  # not ours to drive: left for a replica that has it
+            reason = self.not_driven_reason(record)
+            if saga_id not in self._undriven:
+                log.warning("saga %s is not driven here: %s", saga_id, reason)
+            self._undriven[saga_id] = reason
+            return record
+        self._undriven.pop(saga_id, None)
         self._live[saga_id] = record
         if any(a.code is None for a in record.attempts):
             # Only this task makes attempts for this saga: these are from before a crash.
@@ -475,9 +596,11 @@ class SagaEngine:
             for attempt in record.attempts:
                 if attempt.code is None:
                     attempt.code, attempt.finished_at_ms = UNRECORDED, now
-        definition = self._definitions[record.saga_type]
         context = SagaContext(
-            saga_id, record.business_key, definition.input_type.FromString(record.input)
+            saga_id,
+            record.business_key,
+            definition.input_type.FromString(record.input),
+            _outputs(record),
         )
         if record.cancel_requested:
             self._cancel_event(saga_id).set()
@@ -527,7 +650,8 @@ class SagaEngine:
                 if attempt.code == "OK":
                     break
                 outcome = step.policy.classify(attempt.code)
-                if not outcome.retryable or tries >= retry.maximum_attempts:
+                final = attempt.reason == STEP_OUTPUT_TOO_LARGE  # the same reply each time
+                if not outcome.retryable or tries >= retry.maximum_attempts or final:
                     cause = Cause(
                         step.name, attempt.code, attempt.message, attempt.reason, now_ms()
                     )
@@ -694,33 +818,43 @@ class SagaEngine:
         if phase is Phase.ACTION:
             timeout = max(0.001, min(timeout, (record.deadline_ms - now_ms()) / 1000))
         log.debug("saga attempt sent: %s", attempt.method, extra=_fields(record, attempt))
+        metadata: tuple[tuple[str, str], ...] = (
+            ("minisaga-saga-id", record.saga_id),
+            ("minisaga-attempt", f"{step.name}/{phase.value}/{number}"),
+        )
         span = None
         if self._tracer is not None:
+            # The attempt's span is the call's client span: it sends its own
+            # traceparent (one span per attempt, not an attempt span around a
+            # client interceptor's: docs/observability.md#what-tracing-costs).
             span = self._tracer.start_span(
                 f"{step.name} {phase.value}",
+                kind=trace.SpanKind.CLIENT,
                 attributes={
                     "saga.id": record.saga_id,
                     "saga.type": record.saga_type,
                     "saga.step": step.name,
                     "saga.phase": phase.value,
                     "saga.attempt": number,
+                    "rpc.system": "grpc",
                     "rpc.method": attempt.method,
                 },
             )
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            metadata += tuple(carrier.items())
         started = loop_time()
         rpc_code = grpc.StatusCode.UNKNOWN  # should the call raise anything else
         try:
-            with trace.use_span(span, end_on_exit=False) if span else contextlib.nullcontext():
-                await self._call(invocation.rpc)(
-                    request,
-                    timeout=timeout,
-                    # Lets a participant (or its logs) tell which attempt a call is.
-                    metadata=(
-                        ("minisaga-saga-id", record.saga_id),
-                        ("minisaga-attempt", f"{step.name}/{phase.value}/{number}"),
-                    ),
-                )
+            response = await self._call(invocation.rpc)(
+                request,
+                timeout=timeout,
+                # Lets a participant (or its logs) tell which attempt a call is.
+                metadata=metadata,
+            )
             attempt.code = grpc.StatusCode.OK.name
+            if phase is Phase.ACTION:
+                _keep_output(context, attempt, response)
             rpc_code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as error:
             rpc_code = error.code()
@@ -828,6 +962,39 @@ def _fields(
 
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+def _outputs(record: SagaRecord) -> dict[str, bytes]:
+    """The outputs of the saga's succeeded actions, from its log, by RPC method."""
+    return {
+        a.method: a.output
+        for a in record.attempts
+        if a.phase is Phase.ACTION and a.code == "OK" and a.output is not None
+    }
+
+
+def _keep_output(context: SagaContext[Any], attempt: AttemptRecord, response: Message) -> None:
+    """Makes an OK action's response its step's output: on the attempt (written
+    with its outcome) and in the context later builders read. A response over
+    MAX_STEP_OUTPUT_BYTES fails the step instead (it may have taken effect)."""
+    output = response.SerializeToString()
+    if len(output) > MAX_STEP_OUTPUT_BYTES:
+        attempt.code = grpc.StatusCode.INTERNAL.name
+        attempt.reason = STEP_OUTPUT_TOO_LARGE
+        attempt.message = (
+            f"{attempt.method} returned {len(output)} bytes; a step's output may be at most "
+            f"{MAX_STEP_OUTPUT_BYTES} bytes (MAX_STEP_OUTPUT_BYTES)"
+        )
+        return
+    attempt.output = output
+    outputs = context.outputs
+    assert isinstance(outputs, dict)  # the engine's own (_outputs)
+    outputs[attempt.method] = output
+
+
+def _versions(definitions: Mapping[tuple[str, int], object], name: str) -> str:
+    found = sorted(version for n, version in definitions if n == name)
+    return "version " + ", ".join(str(v) for v in found)
 
 
 def _cancelled(before_step: str) -> Cause:

@@ -31,6 +31,7 @@ transaction holding a constant advisory lock, and recorded in
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -128,6 +129,12 @@ MIGRATIONS: Sequence[str] = (
     """
     CREATE INDEX sagas_by_type ON sagas (saga_type, created_at_epoch_ms, saga_id);
     """,
+    # 3: step outputs (an OK action's response, kept with its outcome) and the
+    # version of its definition each saga started on (the sagas before it: 1).
+    """
+    ALTER TABLE attempts ADD COLUMN output BYTEA;
+    ALTER TABLE sagas ADD COLUMN saga_version INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 _ACTIVE = "('RUNNING', 'COMPENSATING')"
@@ -137,7 +144,8 @@ _EXPIRY = "now() + $%d::bigint * interval '1 millisecond'"
 _SELECT = """
 SELECT s.*,
     (SELECT COALESCE(json_agg(json_build_array(a.step, a.phase, a.number, a.method,
-            a.started_at_epoch_ms, a.finished_at_epoch_ms, a.code, a.message, a.reason)
+            a.started_at_epoch_ms, a.finished_at_epoch_ms, a.code, a.message, a.reason,
+            encode(a.output, 'base64'))
             ORDER BY a.seq), '[]')
         FROM attempts a WHERE a.saga_id = s.saga_id) AS attempt_rows,
     (SELECT COALESCE(json_agg(json_build_array(f.step, f.method, f.code, f.message,
@@ -233,8 +241,8 @@ class PostgresSagaStore:
             epoch = await conn.fetchval(
                 "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
                 " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms,"
-                " lease_owner, lease_epoch, lease_expires_at)"
-                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, {_EXPIRY % 11})"
+                " lease_owner, lease_epoch, lease_expires_at, saga_version)"
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, {_EXPIRY % 11}, $12)"
                 " ON CONFLICT (request_id) DO NOTHING RETURNING lease_epoch",
                 saga.saga_id,
                 saga.saga_type,
@@ -247,6 +255,7 @@ class PostgresSagaStore:
                 saga.deadline_ms,
                 self.owner,
                 self._ttl_ms,
+                saga.saga_version,
             )
             if epoch is not None:
                 if not saga.status.terminal:
@@ -356,7 +365,8 @@ class PostgresSagaStore:
             if finished is not None:
                 await conn.execute(
                     "UPDATE attempts SET finished_at_epoch_ms = $1, code = $2, message = $3,"
-                    " reason = $4 WHERE saga_id = $5 AND step = $6 AND phase = $7 AND number = $8",
+                    " reason = $4, output = $9"
+                    " WHERE saga_id = $5 AND step = $6 AND phase = $7 AND number = $8",
                     finished.finished_at_ms,
                     finished.code,
                     finished.message,
@@ -365,6 +375,7 @@ class PostgresSagaStore:
                     finished.step,
                     finished.phase.value,
                     finished.number,
+                    finished.output,
                 )
             if begun is not None:
                 await conn.execute(
@@ -584,6 +595,7 @@ def _hydrate(row: asyncpg.Record) -> SagaRecord:
             code=None if a[6] is None else str(a[6]),
             message=str(a[7]),
             reason=str(a[8]),
+            output=None if a[9] is None else base64.b64decode(a[9]),
         )
         for a in _json_rows(row["attempt_rows"])
     ]
@@ -612,6 +624,7 @@ def _hydrate(row: asyncpg.Record) -> SagaRecord:
         updated_at_ms=max(int(row["updated_at_epoch_ms"]), latest_attempt),
         deadline_ms=int(row["deadline_epoch_ms"]),
         ended_at_ms=_int_or_none(row["ended_at_epoch_ms"]),
+        saga_version=int(row["saga_version"]),
         cause=cause,
         cancel_requested=bool(row["cancel_requested"]),
         attempts=attempts,

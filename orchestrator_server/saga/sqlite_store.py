@@ -94,8 +94,15 @@ BY_SAGA_TYPE = """
 CREATE INDEX IF NOT EXISTS sagas_by_type ON sagas (saga_type, created_at_epoch_ms, saga_id);
 """
 
+# 3: step outputs (an OK action's response, kept with its outcome) and the
+# version of its definition each saga started on (the sagas before it: 1).
+OUTPUTS_AND_VERSIONS = """
+ALTER TABLE attempts ADD COLUMN output BLOB;
+ALTER TABLE sagas ADD COLUMN saga_version INTEGER NOT NULL DEFAULT 1;
+"""
+
 # Schema versions, oldest first: a change is a new entry, never an edit.
-MIGRATIONS = (SCHEMA, BY_SAGA_TYPE)
+MIGRATIONS = (SCHEMA, BY_SAGA_TYPE, OUTPUTS_AND_VERSIONS)
 
 _ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
 
@@ -162,8 +169,8 @@ class SqliteSagaStore:
                     return existing, False
             conn.execute(
                 "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
-                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms, saga_version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     saga.saga_id,
                     saga.saga_type,
@@ -174,6 +181,7 @@ class SqliteSagaStore:
                     saga.created_at_ms,
                     saga.updated_at_ms,
                     saga.deadline_ms,
+                    saga.saga_version,
                 ),
             )
             return saga, True
@@ -198,12 +206,14 @@ class SqliteSagaStore:
             if finished is not None:
                 conn.execute(
                     "UPDATE attempts SET finished_at_epoch_ms = ?, code = ?, message = ?,"
-                    " reason = ? WHERE saga_id = ? AND step = ? AND phase = ? AND number = ?",
+                    " reason = ?, output = ?"
+                    " WHERE saga_id = ? AND step = ? AND phase = ? AND number = ?",
                     (
                         finished.finished_at_ms,
                         finished.code,
                         finished.message,
                         finished.reason,
+                        finished.output,
                         saga_id,
                         finished.step,
                         finished.phase.value,
@@ -374,6 +384,7 @@ def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
             a["code"],
             a["message"],
             a["reason"],
+            a["output"],
         )
         for a in conn.execute("SELECT * FROM attempts WHERE saga_id = ? ORDER BY seq", (saga_id,))
     ]
@@ -397,6 +408,7 @@ def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
         updated_at_ms=max(row["updated_at_epoch_ms"], latest_attempt),
         deadline_ms=row["deadline_epoch_ms"],
         ended_at_ms=row["ended_at_epoch_ms"],
+        saga_version=row["saga_version"],
         cause=cause,
         cancel_requested=bool(row["cancel_requested"]),
         attempts=attempts,

@@ -19,6 +19,11 @@ from typing import Protocol
 
 from service_kit.validation import check_saga_id
 
+MAX_STEP_OUTPUT_BYTES = 64 * 1024
+"""The largest response an action may return: it is kept in the log with the
+attempt's outcome. A larger one fails the step (reason STEP_OUTPUT_TOO_LARGE,
+not retried: the same reply would come back) and the saga compensates it."""
+
 DEFAULT_LEASE_TTL = timedelta(seconds=10)
 """How long a replica owns a saga without renewing, on a store replicas share."""
 
@@ -52,6 +57,9 @@ class AttemptRecord:
     """Status code name; None while the RPC is in flight (or was, at a crash)."""
     message: str = ""
     reason: str = ""
+    output: bytes | None = None
+    """An OK action's response, serialized: recorded with its outcome, in the
+    same write, and read back by later steps (`SagaContext.output`)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,8 @@ class SagaRecord:
     updated_at_ms: int
     deadline_ms: int
     ended_at_ms: int | None = None
+    saga_version: int = 1
+    """The version of its definition the saga started on, and finishes on."""
     cause: Cause | None = None
     cancel_requested: bool = False
     attempts: list[AttemptRecord] = field(default_factory=list)

@@ -158,7 +158,7 @@ async def test_get_saga_definition_gives_the_steps_their_rpcs_and_undos(system: 
     ).definition
 
     assert definition.saga_type == "place_order"
-    assert definition.version == ""
+    assert definition.version == "1"
     assert [(s.name, s.participant, s.method, s.compensation_method) for s in definition.steps] == [
         (
             "charge",

@@ -230,6 +230,8 @@ class Saga(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    SAGA_VERSION_FIELD_NUMBER: _builtins.int
+    NOT_DRIVEN_REASON_FIELD_NUMBER: _builtins.int
     saga_id: _builtins.str
     """UUID chosen by the orchestrator."""
     saga_type: _builtins.str
@@ -243,6 +245,13 @@ class Saga(_message.Message):
     """The saga's OpenTelemetry trace id, 32 lowercase hex digits: every attempt,
     before and after a recovery, and the participants' calls are in this trace.
     Empty when the saga began on an orchestrator with tracing off.
+    """
+    saga_version: _builtins.int
+    """The version of its definition the saga started on, and finishes on."""
+    not_driven_reason: _builtins.str
+    """Why this orchestrator leaves the saga alone, such as "saga place_order
+    version 3 is not registered on this orchestrator"; empty when it drives
+    it (or the saga has ended). A replica that has the definition drives it.
     """
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepExecution]:
@@ -286,10 +295,12 @@ class Saga(_message.Message):
         deadline: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         trace_id: _builtins.str = ...,
+        saga_version: _builtins.int = ...,
+        not_driven_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compensation_cause", b"compensation_cause", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensation_cause", b"compensation_cause", "compensation_failures", b"compensation_failures", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "order_id", b"order_id", "request_id", b"request_id", "saga_id", b"saga_id", "saga_type", b"saga_type", "status", b"status", "steps", b"steps", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compensation_cause", b"compensation_cause", "compensation_failures", b"compensation_failures", "created_at", b"created_at", "deadline", b"deadline", "ended_at", b"ended_at", "not_driven_reason", b"not_driven_reason", "order_id", b"order_id", "request_id", b"request_id", "saga_id", b"saga_id", "saga_type", b"saga_type", "saga_version", b"saga_version", "status", b"status", "steps", b"steps", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

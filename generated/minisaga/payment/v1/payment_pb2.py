@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!minisaga/payment/v1/payment.proto\x12\x13minisaga.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x07Payment\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".minisaga.payment.v1.PaymentStatus\x12\x12\n\nreceipt_id\x18\x06 \x01(\t\x12\x15\n\rrefund_reason\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\rChargeRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x0c\n\x04\x66\x61il\x18\x05 \x01(\x08\"Q\n\x0e\x43hargeResponse\x12-\n\x07payment\x18\x01 \x01(\x0b\x32\x1c.minisaga.payment.v1.Payment\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"0\n\rRefundRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"t\n\x0eRefundResponse\x12\x33\n\x07outcome\x18\x01 \x01(\x0e\x32\".minisaga.payment.v1.RefundOutcome\x12-\n\x07payment\x18\x02 \x01(\x0b\x32\x1c.minisaga.payment.v1.Payment\"$\n\x11GetPaymentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\"C\n\x12GetPaymentResponse\x12-\n\x07payment\x18\x01 \x01(\x0b\x32\x1c.minisaga.payment.v1.Payment\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListPaymentsResponse\x12.\n\x08payments\x18\x01 \x03(\x0b\x32\x1c.minisaga.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x83\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_CHARGED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_VOIDED\x10\x03*\x97\x01\n\rRefundOutcome\x12\x1e\n\x1aREFUND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17REFUND_OUTCOME_REFUNDED\x10\x01\x12#\n\x1fREFUND_OUTCOME_ALREADY_REFUNDED\x10\x02\x12$\n REFUND_OUTCOME_NOTHING_TO_REFUND\x10\x03\x32\xfa\x02\n\x0ePaymentService\x12Q\n\x06\x43harge\x12\".minisaga.payment.v1.ChargeRequest\x1a#.minisaga.payment.v1.ChargeResponse\x12Q\n\x06Refund\x12\".minisaga.payment.v1.RefundRequest\x1a#.minisaga.payment.v1.RefundResponse\x12]\n\nGetPayment\x12&.minisaga.payment.v1.GetPaymentRequest\x1a\'.minisaga.payment.v1.GetPaymentResponse\x12\x63\n\x0cListPayments\x12(.minisaga.payment.v1.ListPaymentsRequest\x1a).minisaga.payment.v1.ListPaymentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!minisaga/payment/v1/payment.proto\x12\x13minisaga.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x07Payment\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".minisaga.payment.v1.PaymentStatus\x12\x12\n\nreceipt_id\x18\x06 \x01(\t\x12\x15\n\rrefund_reason\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\rChargeRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x0c\n\x04\x66\x61il\x18\x05 \x01(\x08\"Q\n\x0e\x43hargeResponse\x12-\n\x07payment\x18\x01 \x01(\x0b\x32\x1c.minisaga.payment.v1.Payment\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"D\n\rRefundRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nreceipt_id\x18\x03 \x01(\t\"t\n\x0eRefundResponse\x12\x33\n\x07outcome\x18\x01 \x01(\x0e\x32\".minisaga.payment.v1.RefundOutcome\x12-\n\x07payment\x18\x02 \x01(\x0b\x32\x1c.minisaga.payment.v1.Payment\"$\n\x11GetPaymentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\"C\n\x12GetPaymentResponse\x12-\n\x07payment\x18\x01 \x01(\x0b\x32\x1c.minisaga.payment.v1.Payment\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListPaymentsResponse\x12.\n\x08payments\x18\x01 \x03(\x0b\x32\x1c.minisaga.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x83\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_CHARGED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_VOIDED\x10\x03*\x97\x01\n\rRefundOutcome\x12\x1e\n\x1aREFUND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17REFUND_OUTCOME_REFUNDED\x10\x01\x12#\n\x1fREFUND_OUTCOME_ALREADY_REFUNDED\x10\x02\x12$\n REFUND_OUTCOME_NOTHING_TO_REFUND\x10\x03\x32\xfa\x02\n\x0ePaymentService\x12Q\n\x06\x43harge\x12\".minisaga.payment.v1.ChargeRequest\x1a#.minisaga.payment.v1.ChargeResponse\x12Q\n\x06Refund\x12\".minisaga.payment.v1.RefundRequest\x1a#.minisaga.payment.v1.RefundResponse\x12]\n\nGetPayment\x12&.minisaga.payment.v1.GetPaymentRequest\x1a\'.minisaga.payment.v1.GetPaymentResponse\x12\x63\n\x0cListPayments\x12(.minisaga.payment.v1.ListPaymentsRequest\x1a).minisaga.payment.v1.ListPaymentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'minisaga.payment.v1.payment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=981
-  _globals['_PAYMENTSTATUS']._serialized_end=1112
-  _globals['_REFUNDOUTCOME']._serialized_start=1115
-  _globals['_REFUNDOUTCOME']._serialized_end=1266
+  _globals['_PAYMENTSTATUS']._serialized_start=1001
+  _globals['_PAYMENTSTATUS']._serialized_end=1132
+  _globals['_REFUNDOUTCOME']._serialized_start=1135
+  _globals['_REFUNDOUTCOME']._serialized_end=1286
   _globals['_PAYMENT']._serialized_start=92
   _globals['_PAYMENT']._serialized_end=361
   _globals['_CHARGEREQUEST']._serialized_start=363
@@ -43,17 +43,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHARGERESPONSE']._serialized_start=463
   _globals['_CHARGERESPONSE']._serialized_end=544
   _globals['_REFUNDREQUEST']._serialized_start=546
-  _globals['_REFUNDREQUEST']._serialized_end=594
-  _globals['_REFUNDRESPONSE']._serialized_start=596
-  _globals['_REFUNDRESPONSE']._serialized_end=712
-  _globals['_GETPAYMENTREQUEST']._serialized_start=714
-  _globals['_GETPAYMENTREQUEST']._serialized_end=750
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=752
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=819
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=821
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=881
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=883
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=978
-  _globals['_PAYMENTSERVICE']._serialized_start=1269
-  _globals['_PAYMENTSERVICE']._serialized_end=1647
+  _globals['_REFUNDREQUEST']._serialized_end=614
+  _globals['_REFUNDRESPONSE']._serialized_start=616
+  _globals['_REFUNDRESPONSE']._serialized_end=732
+  _globals['_GETPAYMENTREQUEST']._serialized_start=734
+  _globals['_GETPAYMENTREQUEST']._serialized_end=770
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=772
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=839
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=841
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=901
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=903
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=998
+  _globals['_PAYMENTSERVICE']._serialized_start=1289
+  _globals['_PAYMENTSERVICE']._serialized_end=1667
 # @@protoc_insertion_point(module_scope)

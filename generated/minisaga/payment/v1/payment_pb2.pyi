@@ -188,18 +188,26 @@ class RefundRequest(_message.Message):
 
     SAGA_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
     saga_id: _builtins.str
     reason: _builtins.str
     """Free text kept on the record, such as "saga compensation"."""
+    receipt_id: _builtins.str
+    """The receipt of the charge being refunded, "rcpt_<hex>", when the caller
+    knows it (the order saga reads it from the Charge step's output); empty
+    when it does not. A receipt of another charge is refused with
+    FAILED_PRECONDITION / RECEIPT_MISMATCH and nothing is refunded.
+    """
     def __init__(
         self,
         *,
         saga_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        receipt_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "saga_id", b"saga_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "receipt_id", b"receipt_id", "saga_id", b"saga_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -122,6 +122,7 @@ class CreateShipmentRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     FAIL_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
     saga_id: _builtins.str
     """The saga's UUID: the idempotency key."""
     order_id: _builtins.str
@@ -130,6 +131,10 @@ class CreateShipmentRequest(_message.Message):
     """Where to deliver; must not be empty."""
     fail: _builtins.bool
     """The tutorial's failure switch: fail with FAILED_PRECONDITION / INJECTED_FAILURE."""
+    reservation_id: _builtins.str
+    """The inventory reservation this shipment carries out, "rsv_<hex>" (the
+    order saga reads it from the Reserve step's output); empty if none.
+    """
     def __init__(
         self,
         *,
@@ -137,10 +142,11 @@ class CreateShipmentRequest(_message.Message):
         order_id: _builtins.str = ...,
         address: _builtins.str = ...,
         fail: _builtins.bool = ...,
+        reservation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "fail", b"fail", "order_id", b"order_id", "saga_id", b"saga_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "fail", b"fail", "order_id", b"order_id", "reservation_id", b"reservation_id", "saga_id", b"saga_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
