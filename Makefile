@@ -17,7 +17,7 @@ DATA   ?= data
 PROTOS := $(shell find protos -name '*.proto' | sort)
 CODE   := service_kit payment_server inventory_server shipping_server orchestrator_server minisaga_client bench examples tests tools
 
-.PHONY: install proto proto-check test test-stress test-random lint run bench clean postgres chromium screenshots docs docs-reference
+.PHONY: install proto proto-check test test-stress test-random lint run bench clean postgres chromium jq screenshots docs docs-reference
 
 install: $(STAMP)
 
@@ -36,11 +36,12 @@ endif
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "minisaga needs Python 3.11 or newer; $(PYTHON) is $(word 1,$(PYTHON_ID)): make PYTHON=python3.12 ..." >&2; exit 1; }
-	@if [ ! -f $@ ]; then echo "creating $(VENV) with $(PYTHON_ID)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
+	@if [ ! -f $@ ]; then echo "creating $(VENV) with $(PYTHON_ID) and installing minisaga's dependencies (a first install takes about 1-3 minutes; later ones seconds)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	echo '$(PYTHON_ID)' > $@
 
 $(BUF): package.json package-lock.json
+	@echo "installing buf and Mermaid with npm ci into node_modules/ (about a minute the first time)"
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -70,7 +71,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
-test: $(STAMP) proto-check postgres chromium docs
+test: $(STAMP) proto-check postgres chromium jq docs
 	@start=$$(date +%s); $(VENV)/bin/pytest -q; status=$$?; \
 	echo "make test took $$(( $$(date +%s) - start )) s. For a fast subset while working:" \
 	  "$(VENV)/bin/pytest -q -m 'not slow' tests/orchestrator -k sqlite (or any tests/ folder)"; \
@@ -107,6 +108,19 @@ postgres:
 	    || echo "could not install PostgreSQL: its tests will be skipped" >&2; \
 	else \
 	  echo "no PostgreSQL server binaries (apt-get install postgresql): its tests will be skipped" >&2; \
+	fi
+
+# jq, which the documentation's commands use to pick an id out of JSON output
+# (SAGA=$(minisaga place-order ... --json | jq -r .saga_id)); its tests run
+# them. Installed when missing and we are root; else those tests skip, saying why.
+jq:
+	@if command -v jq >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing jq (apt-get install jq) for the documentation's commands" >&2; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; } \
+	    || echo "could not install jq: the documentation's tests will be skipped" >&2; \
+	else \
+	  echo "no jq (apt-get install jq): the documentation's tests will be skipped" >&2; \
 	fi
 
 # Debian's Chromium, which the web console's browser tests drive with
@@ -148,9 +162,15 @@ docs-reference: $(STAMP)
 
 # make run TLS=1: mTLS between every pair of services, with a development CA
 # and certificates under $(DATA)/certs (written by run_all when missing).
+# BASE_PORT=8001: orchestrator on 8001, payment, inventory, shipping on the next
+# three; PORTS=O,P,I,S each port; CONSOLE_PORT=0: no web console.
+BASE_PORT    ?= 7001
+CONSOLE_PORT ?= 7080
 run: $(STAMP)
 	mkdir -p $(DATA)
-	$(PY) -m service_kit.run_all --data-dir $(DATA) $(if $(filter 1 yes true,$(TLS)),--tls-dir $(DATA)/certs)
+	$(PY) -m service_kit.run_all --data-dir $(DATA) --base-port $(BASE_PORT) \
+	  $(if $(PORTS),--ports $(PORTS)) --console-port $(CONSOLE_PORT) \
+	  $(if $(filter 1 yes true,$(TLS)),--tls-dir $(DATA)/certs)
 
 # The benchmark: fresh services, direct baseline, correctness check,
 # sagas in flight; a Markdown table on stdout, JSON in bench-results/.

@@ -23,7 +23,7 @@ from service_kit import flags, limits, telemetry
 from service_kit.faults import add_failure_switches_flag, failure_switches_allowed
 from service_kit.flags import add_server_flags, env_default
 from service_kit.limits import add_limit, add_limit_flags
-from service_kit.server import configure_logging, serve_until_signalled
+from service_kit.server import CannotListen, configure_logging, serve_until_signalled
 from service_kit.tls import InsecureListen, security_from_args, tls_from_args
 
 ENV = "MINISAGA_ORCHESTRATOR"
@@ -297,7 +297,7 @@ async def serve(args: argparse.Namespace) -> None:
     telemetry.configure_tracing("orchestrator")
     try:
         orchestrator = await start(config_from_args(args))
-    except (StoreInUse, InsecureListen) as error:
+    except (StoreInUse, InsecureListen, CannotListen) as error:
         raise SystemExit(f"python -m orchestrator_server: {error}") from error
     try:
         await serve_until_signalled(orchestrator.server, grace=args.grace_seconds)

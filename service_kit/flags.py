@@ -14,18 +14,21 @@ from collections.abc import Sequence
 from service_kit.server import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
 
 
-class _FromEnvironment(str):
-    """A flag's default read from an environment variable, which it remembers."""
+class _EnvironmentDefault(str):
+    """A flag's default that an environment variable may set, which it remembers
+    (so that --help names the variable of every flag)."""
 
     variable: str
+
+
+class _FromEnvironment(_EnvironmentDefault):
+    """A flag's default read from an environment variable (to be checked by `parse`)."""
 
 
 def env_default(name: str, default: str) -> str:
     """The value of environment variable `name`, or `default`."""
     value = os.environ.get(name)
-    if value is None:
-        return default
-    marked = _FromEnvironment(value)
+    marked = _EnvironmentDefault(default) if value is None else _FromEnvironment(value)
     marked.variable = name
     return marked
 
@@ -35,6 +38,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
     variable with one line that names the variable: argparse checks `choices`
     only on the command line, and its own errors name the flag, not the variable."""
     given = sys.argv[1:] if argv is None else list(argv)
+    name_variables(parser)
     for action in parser._actions:
         value = action.default
         if not isinstance(value, _FromEnvironment) or _on_command_line(action, given):
@@ -43,6 +47,24 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
         if problem:
             parser.exit(2, f"{parser.prog}: {value.variable}={str(value)!r}: {problem}\n")
     return parser.parse_args(argv)
+
+
+def name_variables(parser: argparse.ArgumentParser) -> None:
+    """Adds `env VARIABLE` to the help of every flag an environment variable sets
+    whose help does not name it yet, inside its last parenthesis when it has one."""
+    for action in parser._actions:
+        variable = getattr(action.default, "variable", None)
+        if variable is None or action.help in (None, argparse.SUPPRESS):
+            continue
+        text = str(action.help)
+        if variable in text:
+            continue
+        if text.endswith(")") and "(default" in text:
+            action.help = f"{text[:-1]}, env {variable})"
+        elif text:
+            action.help = f"{text} (env {variable})"
+        else:
+            action.help = f"(env {variable})"
 
 
 def _on_command_line(action: argparse.Action, argv: Sequence[str]) -> bool:

@@ -19,7 +19,12 @@ from service_kit.call_log import open_call_log
 from service_kit.database import Database
 from service_kit.faults import FaultConfig, faults_from_flags
 from service_kit.metrics import CallMetrics, serve_metrics
-from service_kit.server import configure_logging, serve_until_signalled, start_server
+from service_kit.server import (
+    CannotListen,
+    configure_logging,
+    serve_until_signalled,
+    start_server,
+)
 from service_kit.tls import InsecureListen, security_from_args
 
 Servicer = TypeVar("Servicer")
@@ -64,7 +69,7 @@ async def serve_participant(
             security=security,
         )
         await serve_until_signalled(running, grace=args.grace_seconds)
-    except InsecureListen as error:
+    except (InsecureListen, CannotListen) as error:
         raise SystemExit(f"{service_name}: {error}") from None
     finally:
         if call_log:

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -390,8 +391,31 @@ def supervise(children: Sequence[Child], stop: threading.Event, startup_timeout:
     return 0
 
 
+def taken(children: Sequence[Child]) -> list[str]:
+    """The addresses of `children` that something else already listens on."""
+    busy = []
+    for child in children:
+        host, _, port = child.address.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, int(port)))
+            except OSError:
+                busy.append(child.address)
+    return busy
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    busy = taken(plan(args))
+    if busy:
+        print(
+            f"run_all: {', '.join(busy)} already in use (another `make run`?): stop it, "
+            "or pick other ports (make run BASE_PORT=8001, or --base-port / --ports)",
+            file=sys.stderr,
+        )
+        return 1
     args.data_dir.mkdir(parents=True, exist_ok=True)
     if args.tls_dir is not None:
         ensure_certificates(args.tls_dir)

@@ -35,6 +35,10 @@ PLAINTEXT = Security()
 """No TLS, no authorization, no reflection, loopback only: what a test server gets."""
 
 
+class CannotListen(OSError):
+    """The server's address cannot be bound: its port is taken, or the host is not ours."""
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -93,12 +97,18 @@ async def start_server(
             ),
             server,
         )
-    if security.tls is not None:
-        port = server.add_secure_port(listen, security.tls.server_credentials())
-    else:
-        port = server.add_insecure_port(listen)
+    try:
+        if security.tls is not None:
+            port = server.add_secure_port(listen, security.tls.server_credentials())
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's "Failed to bind to address ...", with advice on logging
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise CannotListen(
+            f"cannot listen on {listen}: the port is in use (another `make run`?) "
+            "or the address is not this machine's"
+        )
     await server.start()
     for name in ("", *service_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

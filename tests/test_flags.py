@@ -7,6 +7,7 @@ import pytest
 
 from orchestrator_server.__main__ import parse_args as orchestrator_args
 from payment_server.__main__ import parse_args as payment_args
+from tools.config_reference import PROGRAMS, Program, _reads_env, build_parser
 
 
 def test_a_variable_sets_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,3 +45,23 @@ def test_the_command_line_wins_over_a_bad_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MINISAGA_ORCHESTRATOR_LOG_LEVEL", "verbose")
     assert orchestrator_args(["--log-level", "WARNING"]).log_level == "WARNING"
     assert orchestrator_args(["--log-level=ERROR"]).log_level == "ERROR"
+
+
+@pytest.mark.parametrize("program", PROGRAMS[:4], ids=lambda program: program.title)
+def test_help_names_the_variable_of_every_flag_that_reads_one(
+    program: Program, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every flag a MINISAGA_* variable sets says so in --help (issue 15)."""
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        program.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    parser = build_parser(program)
+    missing = [
+        action.option_strings[-1]
+        for action in parser._actions
+        if action.option_strings
+        and (variable := _reads_env(program, action)) is not None
+        and f"env {variable}" not in shown
+    ]
+    assert not missing, f"--help names no variable for {missing}"
