@@ -201,8 +201,7 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
 def _channel(address: str, config: OrchestratorConfig) -> grpc.aio.Channel:
     """A channel to a participant: mTLS with `participant_tls`, else plaintext."""
     options = list(config.channel_options)
-    tracing = telemetry.client_interceptors()  # W3C traceparent to the participants
     if config.participant_tls is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=tracing)
+        return grpc.aio.insecure_channel(address, options=options)
     credentials = config.participant_tls.channel_credentials()
-    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=tracing)
+    return grpc.aio.secure_channel(address, credentials, options=options)

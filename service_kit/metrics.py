@@ -129,9 +129,16 @@ class CallMetrics(_Interceptor):
         full = handler_call_details.method
         if handler is None or handler.unary_unary is None or full.startswith(_UNCOUNTED):
             return handler
+        return self._wrap(full, handler)
+
+    def _wrap(
+        self, full: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         method = full.rsplit("/", 1)[-1]
         behavior = handler.unary_unary
-        calls, seconds = self.calls, self.seconds
+        assert behavior is not None
+        calls, seconds = self.calls.labels(method, "OK"), self.seconds.labels(method)
+        by_code = self.calls
 
         async def counted(request: Any, context: Any) -> Any:
             started = time.perf_counter()
@@ -146,8 +153,8 @@ class CallMetrics(_Interceptor):
                 code = _code_name(context.code()) if context.code() is not None else "UNKNOWN"
                 raise
             finally:
-                calls.labels(method, code).inc()
-                seconds.labels(method).observe(time.perf_counter() - started)
+                (calls if code == "OK" else by_code.labels(method, code)).inc()
+                seconds.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             counted,

@@ -5,8 +5,10 @@ Tracing is on when the environment names somewhere to send spans:
 gRPC), or `OTEL_TRACES_EXPORTER=otlp|console`. Then `configure_tracing` installs
 an SDK tracer provider (its sampler from `OTEL_TRACES_SAMPLER`, its resource
 from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, its batching from
-`OTEL_BSP_*`), the servers get the gRPC server interceptor and the
-orchestrator's channels the client interceptors, which send W3C `traceparent`.
+`OTEL_BSP_*`), and the servers get opentelemetry-instrumentation-grpc's server
+interceptor, which joins the trace of a call's W3C `traceparent`. The
+orchestrator's engine makes each attempt's client span itself and sends its
+traceparent with the call (orchestrator_server/saga/engine.py).
 
 With none of them set (or `OTEL_SDK_DISABLED=true`) nothing is installed: no
 interceptor, no exporter, and the engine skips its spans altogether, so
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -93,12 +94,3 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor[Any, Any]]:
 
     only = filters.negate(filters.health_check())
     return [aio_server_interceptor(filter_=only)]  # type: ignore[no-untyped-call]
-
-
-def client_interceptors() -> Sequence[grpc.aio.ClientInterceptor]:
-    """The OpenTelemetry client interceptors (they inject `traceparent`) when tracing is on."""
-    if not enabled():
-        return []
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors
-
-    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]

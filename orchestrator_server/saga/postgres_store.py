@@ -135,6 +135,12 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE attempts ADD COLUMN output BYTEA;
     ALTER TABLE sagas ADD COLUMN saga_version INTEGER NOT NULL DEFAULT 1;
     """,
+    # 4: the saga's trace (docs/observability.md): its trace id and root span
+    # id, so that attempts made after a recovery, on any replica, join its trace.
+    """
+    ALTER TABLE sagas ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sagas ADD COLUMN trace_span_id TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 _ACTIVE = "('RUNNING', 'COMPENSATING')"
@@ -241,8 +247,10 @@ class PostgresSagaStore:
             epoch = await conn.fetchval(
                 "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
                 " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms,"
-                " lease_owner, lease_epoch, lease_expires_at, saga_version)"
-                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, {_EXPIRY % 11}, $12)"
+                " lease_owner, lease_epoch, lease_expires_at, trace_id, trace_span_id,"
+                " saga_version)"
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, {_EXPIRY % 11}, $12, $13,"
+                " $14)"
                 " ON CONFLICT (request_id) DO NOTHING RETURNING lease_epoch",
                 saga.saga_id,
                 saga.saga_type,
@@ -255,6 +263,8 @@ class PostgresSagaStore:
                 saga.deadline_ms,
                 self.owner,
                 self._ttl_ms,
+                saga.trace_id,
+                saga.trace_span_id,
                 saga.saga_version,
             )
             if epoch is not None:
@@ -629,6 +639,8 @@ def _hydrate(row: asyncpg.Record) -> SagaRecord:
         cancel_requested=bool(row["cancel_requested"]),
         attempts=attempts,
         failures=failures,
+        trace_id=str(row["trace_id"]),
+        trace_span_id=str(row["trace_span_id"]),
     )
 
 

@@ -101,8 +101,15 @@ ALTER TABLE attempts ADD COLUMN output BLOB;
 ALTER TABLE sagas ADD COLUMN saga_version INTEGER NOT NULL DEFAULT 1;
 """
 
+# 4: the saga's trace (docs/observability.md): its trace id and root span id,
+# so that attempts after a recovery land in the same trace.
+TRACE = """
+ALTER TABLE sagas ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE sagas ADD COLUMN trace_span_id TEXT NOT NULL DEFAULT '';
+"""
+
 # Schema versions, oldest first: a change is a new entry, never an edit.
-MIGRATIONS = (SCHEMA, BY_SAGA_TYPE, OUTPUTS_AND_VERSIONS)
+MIGRATIONS = (SCHEMA, BY_SAGA_TYPE, OUTPUTS_AND_VERSIONS, TRACE)
 
 _ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
 
@@ -169,8 +176,8 @@ class SqliteSagaStore:
                     return existing, False
             conn.execute(
                 "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
-                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms, saga_version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms, trace_id,"
+                " trace_span_id, saga_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     saga.saga_id,
                     saga.saga_type,
@@ -181,6 +188,8 @@ class SqliteSagaStore:
                     saga.created_at_ms,
                     saga.updated_at_ms,
                     saga.deadline_ms,
+                    saga.trace_id,
+                    saga.trace_span_id,
                     saga.saga_version,
                 ),
             )
@@ -413,4 +422,6 @@ def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
         cancel_requested=bool(row["cancel_requested"]),
         attempts=attempts,
         failures=failures,
+        trace_id=row["trace_id"],
+        trace_span_id=row["trace_span_id"],
     )
