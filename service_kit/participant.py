@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ Servicer = TypeVar("Servicer")
 async def serve_participant(
     args: argparse.Namespace,
     *,
-    schema: str,
+    schema: str | Sequence[str],
     service_name: str,
     build: Callable[[Database, FaultConfig], Servicer],
     register: Callable[[Servicer, grpc.aio.Server], None],

@@ -20,7 +20,9 @@ from service_kit.faults import FaultConfig
 
 DOMAIN = "minisaga.shipping.v1"
 
-SCHEMA = """
+# The shipments table's migrations, oldest first (a change is a new entry).
+SCHEMA = (
+    """
 -- One row per saga: its shipment, its cancellation, or a tombstone (VOIDED).
 CREATE TABLE IF NOT EXISTS shipments (
     saga_id             TEXT PRIMARY KEY,
@@ -31,7 +33,12 @@ CREATE TABLE IF NOT EXISTS shipments (
     created_at_epoch_ms INTEGER NOT NULL,
     updated_at_epoch_ms INTEGER NOT NULL
 );
-"""
+""",
+    """
+-- 2: the inventory reservation a shipment carries out (CreateShipmentRequest).
+ALTER TABLE shipments ADD COLUMN reservation_id TEXT NOT NULL DEFAULT '';
+""",
+)
 
 
 class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
@@ -75,7 +82,8 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
             now = now_ms()
             conn.execute(
                 "INSERT INTO shipments (saga_id, shipment_id, order_id, address, status,"
-                " created_at_epoch_ms, updated_at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at_epoch_ms, updated_at_epoch_ms, reservation_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.saga_id,
                     f"shp_{uuid.uuid4().hex}",
@@ -84,6 +92,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
                     pb.SHIPMENT_STATUS_CREATED,
                     now,
                     now,
+                    request.reservation_id,
                 ),
             )
             return pb.CreateShipmentResponse(shipment=_shipment(_select(conn, request.saga_id)))
@@ -165,4 +174,5 @@ def _shipment(row: sqlite3.Row | None) -> pb.Shipment:
         status=row["status"],
         created_at=timestamp(row["created_at_epoch_ms"]),
         updated_at=timestamp(row["updated_at_epoch_ms"]),
+        reservation_id=row["reservation_id"],
     )

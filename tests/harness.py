@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ class InProcess:
 
 async def serve_in_process(
     db_path: Path,
-    schema: str,
+    schema: str | Sequence[str],
     build: Callable[[Database, FaultConfig], Any],
     add_to_server: Callable[[Any, grpc.aio.Server], None],
     service_name: str,

@@ -8,8 +8,9 @@ idempotent by saga_id. Recovery is the same path as a fresh start: `drive()`.
 
 `checkpoint` is called with a name at each point where a crash matters
 ("action-attempt-recorded", "action-rpc-returned", "outcome-recorded",
-"compensation-attempt-recorded", "status-recorded-compensating", ...); crash
-tests use it to SIGKILL the process at exactly that point.
+"output-recorded", "compensation-attempt-recorded",
+"status-recorded-compensating", ...); crash tests use it to SIGKILL the
+process at exactly that point.
 
 An OK action's response is its step's output: recorded with the outcome (in
 the same write), handed to later builders and every compensation through
@@ -899,6 +900,8 @@ class SagaEngine:
         await self.store.write(record.saga_id, finished=finished, begun=begun, status=status)
         if finished is not None:
             self._checkpoint("outcome-recorded")
+            if finished.output is not None:  # durable now, and read by the next attempt
+                self._checkpoint("output-recorded")
         if status is not None:
             self._checkpoint(f"status-recorded-{status.status.value.lower()}")
             record.status = status.status

@@ -468,6 +468,13 @@ class _Checker:
             if shipment is not None:
                 status = shipping_pb2.ShipmentStatus.Name(shipment.shipment.status)
             problems.append(f"{name}: shipment is {status}")
+        if (  # the ship step's request was built from the reserve step's output
+            created
+            and shipment is not None
+            and reservation is not None
+            and shipment.shipment.reservation_id != reservation.reservation.reservation_id
+        ):
+            problems.append(f"{name}: shipment carries out {shipment.shipment.reservation_id!r}")
         return problems
 
     async def listing_matches(self, orders: Sequence[Order], saga_ids: dict[str, str]) -> list[str]:

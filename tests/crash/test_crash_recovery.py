@@ -60,6 +60,10 @@ KILLS = [
     ("outcome-recorded", 5),
     ("outcome-recorded", 40),
     ("outcome-recorded", 90),
+    # A step's output is durable and the next step's attempt, built from it, is
+    # recorded but not sent: the restart rebuilds that request from the log.
+    ("output-recorded", 5),
+    ("output-recorded", 40),
     ("compensation-attempt-recorded", 5),
     ("compensation-attempt-recorded", 17),
     ("compensation-rpc-returned", 5),

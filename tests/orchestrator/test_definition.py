@@ -179,6 +179,20 @@ def test_a_builder_of_the_right_type_passes_mypy() -> None:
     assert status == 0, output
 
 
+def test_a_step_output_read_as_the_wrong_type_is_a_mypy_error() -> None:
+    output, status = _mypy("wrong_output.py")
+    assert status == 1, output
+    source = (FIXTURES / "wrong_output.py").read_text().splitlines()
+    line = next(n for n, text in enumerate(source, 1) if "order.output(CHARGE)" in text)
+    assert f"wrong_output.py:{line}: error" in output
+    assert "ChargeResponse" in output and "ReserveResponse" in output
+
+
+def test_a_step_output_read_as_its_type_passes_mypy() -> None:
+    output, status = _mypy("right_output.py")
+    assert status == 0, output
+
+
 async def test_grpc_codes_are_classified_once() -> None:
     from orchestrator_server.saga.policy import DEFAULT_POLICY, UNRECORDED, Outcome
 

@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#minisaga/shipping/v1/shipping.proto\x12\x14minisaga.shipping.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x01\n\x08Shipment\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x13\n\x0bshipment_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.minisaga.shipping.v1.ShipmentStatus\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x15\x43reateShipmentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04\x66\x61il\x18\x04 \x01(\x08\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\"\\\n\x16\x43reateShipmentResponse\x12\x30\n\x08shipment\x18\x01 \x01(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"(\n\x15\x43\x61ncelShipmentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\"\x80\x01\n\x16\x43\x61ncelShipmentResponse\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.minisaga.shipping.v1.CancelOutcome\x12\x30\n\x08shipment\x18\x02 \x01(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\"%\n\x12GetShipmentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\"G\n\x13GetShipmentResponse\x12\x30\n\x08shipment\x18\x01 \x01(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\"=\n\x14ListShipmentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListShipmentsResponse\x12\x31\n\tshipments\x18\x01 \x03(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x89\x01\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17SHIPMENT_STATUS_CREATED\x10\x01\x12\x1d\n\x19SHIPMENT_STATUS_CANCELLED\x10\x02\x12\x1a\n\x16SHIPMENT_STATUS_VOIDED\x10\x03*\x99\x01\n\rCancelOutcome\x12\x1e\n\x1a\x43\x41NCEL_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41NCEL_OUTCOME_CANCELLED\x10\x01\x12$\n CANCEL_OUTCOME_ALREADY_CANCELLED\x10\x02\x12$\n CANCEL_OUTCOME_NOTHING_TO_CANCEL\x10\x03\x32\xb9\x03\n\x0fShippingService\x12k\n\x0e\x43reateShipment\x12+.minisaga.shipping.v1.CreateShipmentRequest\x1a,.minisaga.shipping.v1.CreateShipmentResponse\x12k\n\x0e\x43\x61ncelShipment\x12+.minisaga.shipping.v1.CancelShipmentRequest\x1a,.minisaga.shipping.v1.CancelShipmentResponse\x12\x62\n\x0bGetShipment\x12(.minisaga.shipping.v1.GetShipmentRequest\x1a).minisaga.shipping.v1.GetShipmentResponse\x12h\n\rListShipments\x12*.minisaga.shipping.v1.ListShipmentsRequest\x1a+.minisaga.shipping.v1.ListShipmentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#minisaga/shipping/v1/shipping.proto\x12\x14minisaga.shipping.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x02\n\x08Shipment\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x13\n\x0bshipment_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.minisaga.shipping.v1.ShipmentStatus\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ereservation_id\x18\x08 \x01(\t\"q\n\x15\x43reateShipmentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04\x66\x61il\x18\x04 \x01(\x08\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\"\\\n\x16\x43reateShipmentResponse\x12\x30\n\x08shipment\x18\x01 \x01(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"(\n\x15\x43\x61ncelShipmentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\"\x80\x01\n\x16\x43\x61ncelShipmentResponse\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.minisaga.shipping.v1.CancelOutcome\x12\x30\n\x08shipment\x18\x02 \x01(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\"%\n\x12GetShipmentRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\"G\n\x13GetShipmentResponse\x12\x30\n\x08shipment\x18\x01 \x01(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\"=\n\x14ListShipmentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListShipmentsResponse\x12\x31\n\tshipments\x18\x01 \x03(\x0b\x32\x1e.minisaga.shipping.v1.Shipment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x89\x01\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17SHIPMENT_STATUS_CREATED\x10\x01\x12\x1d\n\x19SHIPMENT_STATUS_CANCELLED\x10\x02\x12\x1a\n\x16SHIPMENT_STATUS_VOIDED\x10\x03*\x99\x01\n\rCancelOutcome\x12\x1e\n\x1a\x43\x41NCEL_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41NCEL_OUTCOME_CANCELLED\x10\x01\x12$\n CANCEL_OUTCOME_ALREADY_CANCELLED\x10\x02\x12$\n CANCEL_OUTCOME_NOTHING_TO_CANCEL\x10\x03\x32\xb9\x03\n\x0fShippingService\x12k\n\x0e\x43reateShipment\x12+.minisaga.shipping.v1.CreateShipmentRequest\x1a,.minisaga.shipping.v1.CreateShipmentResponse\x12k\n\x0e\x43\x61ncelShipment\x12+.minisaga.shipping.v1.CancelShipmentRequest\x1a,.minisaga.shipping.v1.CancelShipmentResponse\x12\x62\n\x0bGetShipment\x12(.minisaga.shipping.v1.GetShipmentRequest\x1a).minisaga.shipping.v1.GetShipmentResponse\x12h\n\rListShipments\x12*.minisaga.shipping.v1.ListShipmentsRequest\x1a+.minisaga.shipping.v1.ListShipmentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'minisaga.shipping.v1.shipping_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SHIPMENTSTATUS']._serialized_start=989
-  _globals['_SHIPMENTSTATUS']._serialized_end=1126
-  _globals['_CANCELOUTCOME']._serialized_start=1129
-  _globals['_CANCELOUTCOME']._serialized_end=1282
+  _globals['_SHIPMENTSTATUS']._serialized_start=1013
+  _globals['_SHIPMENTSTATUS']._serialized_end=1150
+  _globals['_CANCELOUTCOME']._serialized_start=1153
+  _globals['_CANCELOUTCOME']._serialized_end=1306
   _globals['_SHIPMENT']._serialized_start=95
-  _globals['_SHIPMENT']._serialized_end=328
-  _globals['_CREATESHIPMENTREQUEST']._serialized_start=330
-  _globals['_CREATESHIPMENTREQUEST']._serialized_end=443
-  _globals['_CREATESHIPMENTRESPONSE']._serialized_start=445
-  _globals['_CREATESHIPMENTRESPONSE']._serialized_end=537
-  _globals['_CANCELSHIPMENTREQUEST']._serialized_start=539
-  _globals['_CANCELSHIPMENTREQUEST']._serialized_end=579
-  _globals['_CANCELSHIPMENTRESPONSE']._serialized_start=582
-  _globals['_CANCELSHIPMENTRESPONSE']._serialized_end=710
-  _globals['_GETSHIPMENTREQUEST']._serialized_start=712
-  _globals['_GETSHIPMENTREQUEST']._serialized_end=749
-  _globals['_GETSHIPMENTRESPONSE']._serialized_start=751
-  _globals['_GETSHIPMENTRESPONSE']._serialized_end=822
-  _globals['_LISTSHIPMENTSREQUEST']._serialized_start=824
-  _globals['_LISTSHIPMENTSREQUEST']._serialized_end=885
-  _globals['_LISTSHIPMENTSRESPONSE']._serialized_start=887
-  _globals['_LISTSHIPMENTSRESPONSE']._serialized_end=986
-  _globals['_SHIPPINGSERVICE']._serialized_start=1285
-  _globals['_SHIPPINGSERVICE']._serialized_end=1726
+  _globals['_SHIPMENT']._serialized_end=352
+  _globals['_CREATESHIPMENTREQUEST']._serialized_start=354
+  _globals['_CREATESHIPMENTREQUEST']._serialized_end=467
+  _globals['_CREATESHIPMENTRESPONSE']._serialized_start=469
+  _globals['_CREATESHIPMENTRESPONSE']._serialized_end=561
+  _globals['_CANCELSHIPMENTREQUEST']._serialized_start=563
+  _globals['_CANCELSHIPMENTREQUEST']._serialized_end=603
+  _globals['_CANCELSHIPMENTRESPONSE']._serialized_start=606
+  _globals['_CANCELSHIPMENTRESPONSE']._serialized_end=734
+  _globals['_GETSHIPMENTREQUEST']._serialized_start=736
+  _globals['_GETSHIPMENTREQUEST']._serialized_end=773
+  _globals['_GETSHIPMENTRESPONSE']._serialized_start=775
+  _globals['_GETSHIPMENTRESPONSE']._serialized_end=846
+  _globals['_LISTSHIPMENTSREQUEST']._serialized_start=848
+  _globals['_LISTSHIPMENTSREQUEST']._serialized_end=909
+  _globals['_LISTSHIPMENTSRESPONSE']._serialized_start=911
+  _globals['_LISTSHIPMENTSRESPONSE']._serialized_end=1010
+  _globals['_SHIPPINGSERVICE']._serialized_start=1309
+  _globals['_SHIPPINGSERVICE']._serialized_end=1750
 # @@protoc_insertion_point(module_scope)

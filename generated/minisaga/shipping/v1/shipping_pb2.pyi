@@ -85,12 +85,17 @@ class Shipment(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
     saga_id: _builtins.str
     shipment_id: _builtins.str
     """Stable id of the shipment, "shp_<hex>"; empty for a voided record."""
     order_id: _builtins.str
     address: _builtins.str
     status: Global___ShipmentStatus.ValueType
+    reservation_id: _builtins.str
+    """The inventory reservation the shipment carries out, as CreateShipment
+    named it; empty if none was named.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -105,10 +110,11 @@ class Shipment(_message.Message):
         status: Global___ShipmentStatus.ValueType = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        reservation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at", b"created_at", "order_id", b"order_id", "saga_id", b"saga_id", "shipment_id", b"shipment_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at", b"created_at", "order_id", b"order_id", "reservation_id", b"reservation_id", "saga_id", b"saga_id", "shipment_id", b"shipment_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
