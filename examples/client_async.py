@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
@@ -43,8 +44,16 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--orchestrator", default="127.0.0.1:7001", help="host:port")
-    parser.add_argument("--payment", default="127.0.0.1:7002", help="host:port")
+    parser.add_argument(
+        "--orchestrator",
+        default=os.environ.get("MINISAGA_ORCHESTRATOR_ADDRESS", "127.0.0.1:7001"),
+        help="host:port (env MINISAGA_ORCHESTRATOR_ADDRESS, as for the minisaga command)",
+    )
+    parser.add_argument(
+        "--payment",
+        default=os.environ.get("MINISAGA_PAYMENT_ADDRESS", "127.0.0.1:7002"),
+        help="host:port (env MINISAGA_PAYMENT_ADDRESS)",
+    )
     parser.add_argument("--quantity", type=int, default=2)
     parser.add_argument("--fail-shipping", action="store_true")
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import grpc
@@ -49,7 +50,11 @@ def describe(response: pb.PlaceOrderResponse) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--orchestrator", default="127.0.0.1:7001", help="host:port")
+    parser.add_argument(
+        "--orchestrator",
+        default=os.environ.get("MINISAGA_ORCHESTRATOR_ADDRESS", "127.0.0.1:7001"),
+        help="host:port (env MINISAGA_ORCHESTRATOR_ADDRESS, as for the minisaga command)",
+    )
     parser.add_argument("--product", default="apple")
     parser.add_argument("--quantity", type=int, default=2)
     parser.add_argument("--amount", type=int, default=1200, help="yen")
