@@ -115,6 +115,26 @@ def tls_comparison(plaintext: dict[str, Any], mtls: dict[str, Any]) -> dict[str,
     }
 
 
+def observability_comparison(
+    plain: dict[str, Any], metrics: dict[str, Any], tracing: dict[str, Any]
+) -> dict[str, Any]:
+    """The same orchestrated case plain, with metrics and with tracing: their costs as ratios."""
+
+    def cpu(run: dict[str, Any]) -> float:
+        return float(run["cpu_seconds_per_saga"].get("orchestrator", math.nan))
+
+    return {
+        "plain": plain,
+        "metrics": metrics,
+        "tracing": tracing,
+        "metrics_throughput_ratio": _ratio(metrics["sagas_per_second"], plain["sagas_per_second"]),
+        "metrics_cpu_ratio": _ratio(cpu(metrics), cpu(plain)),
+        "tracing_throughput_ratio": _ratio(tracing["sagas_per_second"], plain["sagas_per_second"]),
+        "tracing_cpu_ratio": _ratio(cpu(tracing), cpu(plain)),
+        "tracing_p99_ratio": _ratio(tracing["latency_ms"]["p99"], plain["latency_ms"]["p99"]),
+    }
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(b) else math.nan
 

@@ -104,6 +104,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "concurrency, no failures (default 64; 16 with --quick; 0 skips it)",
     )
     parser.add_argument(
+        "--observability-concurrency",
+        type=int,
+        default=None,
+        help="the orchestrated case three times at this concurrency, no failures: plain, with "
+        "Prometheus metrics on every service, and with tracing (100%% sampled, exported to a "
+        "local OTLP receiver) (default 64; 16 with --quick; 0 skips it)",
+    )
+    parser.add_argument(
         "--in-flight-sagas",
         type=int,
         default=None,
@@ -155,6 +163,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.tls_concurrency = 16 if args.quick else 64
     if not 0 <= args.tls_concurrency <= 4096:
         parser.error("--tls-concurrency must be in [0, 4096]")
+    if args.observability_concurrency is None:
+        args.observability_concurrency = 16 if args.quick else 64
+    if not 0 <= args.observability_concurrency <= 4096:
+        parser.error("--observability-concurrency must be in [0, 4096]")
     if args.duration_seconds <= 0 or args.duration_seconds > 600:
         parser.error("--duration-seconds must be in (0, 600]")
     if any(not 1 <= c <= 4096 for c in args.concurrency):
@@ -239,13 +251,22 @@ def run_configuration(
     *,
     tls_dir: Path | None = None,
     tag: str = "",
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    shown: str = "",
 ) -> dict[str, Any]:
     """One run on fresh services; with `tls_dir`, mTLS on every hop (the load
     generator dials as the operator, who may place orders and read the records)."""
     name = f"{mode}{tag}-c{concurrency}-f{failure_rate:g}"
     folder = workdir / name
     warmup = max(10 if args.quick else 20, 2 * concurrency)
-    with cluster(folder, orchestrator=mode == "orchestrated", tls_dir=tls_dir) as services:
+    with cluster(
+        folder,
+        orchestrator=mode == "orchestrated",
+        tls_dir=tls_dir,
+        extra_args=extra_args,
+        env=env,
+    ) as services:
         spec = {
             "tls": None
             if tls_dir is None
@@ -280,7 +301,7 @@ def run_configuration(
         bound = args.duration_seconds + 30 * 3 + 300 + LOADGEN_SLACK
         raw = run_loadgen(spec, bound, folder / "loadgen.log", start_profile)
         services.check_alive()
-        shown = f"{mode}+mTLS" if tls_dir is not None else mode
+        shown = shown or (f"{mode}+mTLS" if tls_dir is not None else mode)
         summary = report.summarize_run(shown, concurrency, failure_rate, raw)
         summary["orchestrator_settings"] = "defaults (synchronous=FULL)" if mode != "direct" else ""
         for process in sampler:
@@ -313,6 +334,41 @@ def run_tls(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         args, workdir, "orchestrated", concurrency, 0.0, tls_dir=tls_dir, tag="-mtls"
     )
     return report.tls_comparison(plaintext, mtls)
+
+
+def run_observability(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The orchestrated case at --observability-concurrency three times on fresh
+    services: plain; with --metrics-listen on all four (nobody scrapes: the cost
+    is in observing); with tracing, 100% sampled, exported over OTLP/gRPC to a
+    receiver in this process. Their costs as ratios to the plain run."""
+    from bench.otlp import Receiver  # opentelemetry-proto: the server extra, which make bench has
+
+    concurrency = args.observability_concurrency
+    plain = run_configuration(args, workdir, "orchestrated", concurrency, 0.0, tag="-plain")
+    metrics = run_configuration(
+        args,
+        workdir,
+        "orchestrated",
+        concurrency,
+        0.0,
+        tag="-metrics",
+        extra_args=("--metrics-listen", "127.0.0.1:0"),
+        shown="orchestrated+metrics",
+    )
+    with Receiver() as receiver:
+        tracing = run_configuration(
+            args,
+            workdir,
+            "orchestrated",
+            concurrency,
+            0.0,
+            tag="-tracing",
+            env=receiver.env(),
+            shown="orchestrated+tracing",
+        )
+        # Every service has stopped (flushing its spans on SIGTERM) when the cluster ends.
+        tracing["spans_received"] = receiver.counter.spans
+    return report.observability_comparison(plain, metrics, tracing)
 
 
 def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -414,6 +470,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{run['mode']} c={run['concurrency']}: {run['errors']} errors, "
                         f"{run['unexpected_outcomes']} unexpected outcomes, check {run['check']}"
                     )
+        if args.observability_concurrency:
+            print(f"running orchestrated c={args.observability_concurrency}: plain, metrics, "
+                  "tracing …", file=sys.stderr, flush=True)  # fmt: skip
+            results["observability"] = run_observability(args, workdir)
+            for key in ("plain", "metrics", "tracing"):
+                run = results["observability"][key]
+                if not run["passed"]:
+                    problems.append(
+                        f"{run['mode']} c={run['concurrency']}: {run['errors']} errors, "
+                        f"{run['unexpected_outcomes']} unexpected outcomes, check {run['check']}"
+                    )
         if not args.skip_in_flight:
             print(f"running {args.in_flight_sagas} sagas in flight …", file=sys.stderr, flush=True)
             results["in_flight"] = run_in_flight(args, workdir)
@@ -480,6 +547,25 @@ def render(results: dict[str, Any]) -> str:
             f"mTLS / plaintext: throughput {tls['throughput_ratio']:.2f}, "
             f"p99 latency {tls['p99_ratio']:.2f}, orchestrator CPU per saga "
             f"{tls['orchestrator_cpu_ratio']:.2f}.",
+            "",
+        ]
+    if "observability" in results:
+        seen = results["observability"]
+        runs = [seen["plain"], seen["metrics"], seen["tracing"]]
+        parts += [
+            "## Metrics and tracing",
+            "",
+            "The orchestrated case three times, on fresh services: plain; with "
+            "`--metrics-listen` on all four services; with tracing on all four, every saga "
+            "sampled and its spans exported over OTLP/gRPC to a receiver in the benchmark's "
+            f"process ({seen['tracing'].get('spans_received', 0)} spans received).",
+            "",
+            report.runs_table(runs),
+            "",
+            f"metrics / plain: throughput {seen['metrics_throughput_ratio']:.2f}, orchestrator "
+            f"CPU per saga {seen['metrics_cpu_ratio']:.2f}; tracing / plain: throughput "
+            f"{seen['tracing_throughput_ratio']:.2f}, orchestrator CPU per saga "
+            f"{seen['tracing_cpu_ratio']:.2f}, p99 latency {seen['tracing_p99_ratio']:.2f}.",
             "",
         ]
     if "in_flight" in results:

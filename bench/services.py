@@ -3,7 +3,7 @@
 Each service listens on 127.0.0.1:0 (the kernel picks a free port, so there is
 no race with anything else on the machine) and logs the address it got; we
 read it from the log, then wait for SERVING through grpc.health.v1.Health.
-The environment's MINISAGA_* variables are dropped so that every service runs
+The environment's MINISAGA_* and OTEL_* variables are dropped so that every service runs
 its documented defaults plus the flags given here, nothing else.
 """
 
@@ -51,6 +51,8 @@ class Service:
     address: str = ""
     dial: grpc.ChannelCredentials | None = field(default=None, repr=False)
     """What the health check dials with (mTLS runs: the operator's certificate)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the environment (the tracing runs' OTEL_* variables)."""
 
     @property
     def pid(self) -> int:
@@ -62,7 +64,7 @@ class Service:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module, *self.args],
                 cwd=self.log_path.parent,
-                env=child_env(),
+                env={**child_env(), **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -115,7 +117,7 @@ class Service:
 
 
 def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINISAGA_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINISAGA_", "OTEL_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "generated")])
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -168,14 +170,19 @@ def cluster(
     orchestrator_args: Sequence[str] = (),
     startup_timeout: float = STARTUP_TIMEOUT,
     tls_dir: Path | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """Payment, Inventory, Shipping (and the orchestrator), fresh, with their files in workdir.
 
     With `tls_dir` (what `minisaga certs init` writes) every service serves mTLS
-    with its own certificate, and the orchestrator dials the participants with its."""
+    with its own certificate, and the orchestrator dials the participants with its.
+    `extra_args` go to every service (--metrics-listen, say), `env` to their environment."""
     workdir.mkdir(parents=True, exist_ok=True)
 
     def secured(service: Service) -> Service:
+        service.args += extra_args
+        service.env = dict(env or {})
         if tls_dir is not None:
             service.args += [
                 "--tls-cert", str(tls_dir / f"{service.name}.crt"),

@@ -30,6 +30,7 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     assert "## Orchestrated / direct" in done.stdout
     assert "## Sagas in flight at once" in done.stdout
     assert "## mTLS on every hop" in done.stdout
+    assert "## Metrics and tracing" in done.stdout
 
     results = json.loads(output.read_text())
     assert results["passed"] is True
@@ -65,6 +66,15 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     for run in (tls["plaintext"], tls["mtls"]):
         assert run["concurrency"] == 16 and run["sagas"] > 0 and run["passed"] is True, run
     assert tls["throughput_ratio"] > 0
+    seen = results["observability"]  # plain, metrics on, tracing on: c=16
+    modes = [seen[k]["mode"] for k in ("plain", "metrics", "tracing")]
+    assert modes == ["orchestrated", "orchestrated+metrics", "orchestrated+tracing"]
+    for key in ("plain", "metrics", "tracing"):
+        assert seen[key]["sagas"] > 0 and seen[key]["passed"] is True, seen[key]
+    # Every saga of the tracing run (measured and warm-up) exported its spans.
+    traced = seen["tracing"]["sagas"] + seen["tracing"]["warmup_sagas"]
+    assert seen["tracing"]["spans_received"] >= traced
+    assert seen["metrics_throughput_ratio"] > 0 and seen["tracing_throughput_ratio"] > 0
     in_flight = results["in_flight"]
     assert in_flight["passed"] is True, in_flight
     assert in_flight["in_flight"] == in_flight["count"] == 200
