@@ -167,8 +167,8 @@ docs-reference: $(STAMP)
 BASE_PORT    ?= 7001
 CONSOLE_PORT ?= 7080
 run: $(STAMP)
-	mkdir -p $(DATA)
-	$(PY) -m service_kit.run_all --data-dir $(DATA) --base-port $(BASE_PORT) \
+	@mkdir -p $(DATA)
+	@$(PY) -m service_kit.run_all --data-dir $(DATA) --base-port $(BASE_PORT) \
 	  $(if $(PORTS),--ports $(PORTS)) --console-port $(CONSOLE_PORT) \
 	  $(if $(filter 1 yes true,$(TLS)),--tls-dir $(DATA)/certs)
 

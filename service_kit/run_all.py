@@ -266,6 +266,8 @@ def start(child: Child, env: dict[str, str]) -> None:
         [sys.executable, "-m", child.module, *child.args],
         env=env,
         stdin=subprocess.DEVNULL,
+        # The console's own "serving on" line: run_all prints its URL with the others.
+        stdout=subprocess.DEVNULL if child.url else None,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
 

@@ -251,7 +251,7 @@ make() {
   __docs_stop
   mkdir -p "$data"
   : > "$__DOCS_DIR/run.out"
-  "$__DOCS_PYTHON" -m service_kit.run_all --data-dir "$data" --ports "$__DOCS_PORTS" \
+  .venv/bin/python -m service_kit.run_all --data-dir "$data" --ports "$__DOCS_PORTS" \
     --console-port "$__DOCS_CONSOLE_PORT" ${tls:+--tls-dir "$data/certs"} \
     >"$__DOCS_DIR/run.out" 2>"$__DOCS_DIR/run.err" </dev/null &
   __DOCS_RUN_PID=$!
@@ -296,7 +296,6 @@ class Shell:
                 env[f"MINISAGA_ORCHESTRATOR_{name.upper()}"] = address
         env["__DOCS_PORTS"] = ",".join(map(str, numbers[:4]))
         env["__DOCS_CONSOLE_PORT"] = str(numbers[4])
-        env["__DOCS_PYTHON"] = sys.executable
         env["__DOCS_DIR"] = str(workdir / ".docs-test")
         (workdir / ".docs-test").mkdir()
         shell.process = subprocess.Popen(
