@@ -11,6 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from orchestrator_server.app import OrchestratorConfig, is_postgres, start
+from orchestrator_server.loading import BadSagaSpec, check_hosted, load_sagas, parse_participants
+from orchestrator_server.order_saga import PLACE_ORDER
 from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE
 from orchestrator_server.saga.engine import EngineLimits
 from orchestrator_server.saga.retry import (
@@ -89,6 +91,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     participants = parser.add_argument_group("participants")
     for name, port in (("payment", 7002), ("inventory", 7003), ("shipping", 7004)):
         _flag(participants, name, str, f"127.0.0.1:{port}", f"address of the {name} service")
+    participants.add_argument(
+        "--participant",
+        metavar="NAME=ADDRESS",
+        action="append",
+        default=[],
+        help="address of a participant a loaded saga calls, such as loyalty=127.0.0.1:7005 "
+        "(repeatable; --payment, --inventory and --shipping are shorthands for theirs)",
+    )
+    hosting = parser.add_argument_group("sagas (docs/writing-a-saga.md)")
+    hosting.add_argument(
+        "--saga",
+        metavar="MODULE:ATTRIBUTE",
+        action="append",
+        default=[],
+        help="also host the saga definition(s) ATTRIBUTE of the installed module MODULE: a "
+        "SagaDefinition or a list of them, such as several versions (repeatable; place_order "
+        "version 1 is always hosted; StartSaga starts any hosted saga on its newest version)",
+    )
     dialing = parser.add_argument_group(
         "mTLS to the participants",
         "what the orchestrator dials the participants with; each defaults to the server's "
@@ -250,17 +270,23 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
             "(a lease is trusted for two thirds of its TTL)"
         )
     try:
+        sagas = load_sagas(args.saga)
+        participants = parse_participants(
+            args.participant,
+            {"payment": args.payment, "inventory": args.inventory, "shipping": args.shipping},
+        )
+        check_hosted([PLACE_ORDER, *sagas], participants)
+    except BadSagaSpec as error:
+        raise SystemExit(f"python -m orchestrator_server: {error}") from error
+    try:
         return OrchestratorConfig(
             db=Path(args.db),
+            sagas=tuple(sagas),
             store=args.store,
             lease_ttl=timedelta(seconds=args.lease_ttl_seconds),
             lease_renew_every=timedelta(seconds=args.lease_renew_seconds),
             recover_every=timedelta(seconds=args.recover_every_seconds),
-            participants={
-                "payment": args.payment,
-                "inventory": args.inventory,
-                "shipping": args.shipping,
-            },
+            participants=participants,
             listen=args.listen,
             saga_deadline=timedelta(seconds=args.saga_deadline_seconds),
             action_retry=policy(args.action_max_attempts, args.action_max_backoff_ms),

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
@@ -16,7 +16,7 @@ from minisaga.inventory.v1 import inventory_pb2_grpc
 from minisaga.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from orchestrator_server.order_saga import place_order_saga
-from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE
+from orchestrator_server.saga.definition import DEFAULT_SAGA_DEADLINE, SagaDefinition
 from orchestrator_server.saga.engine import EngineLimits, SagaEngine
 from orchestrator_server.saga.retry import (
     DEFAULT_ACTION_RETRY,
@@ -78,6 +78,9 @@ class OrchestratorConfig:
     """The client certificate, key and CA the channels to the participants use (None: plaintext)."""
     allow_failure_switches: bool = False
     """Whether PlaceOrder honours fail_payment/fail_inventory/fail_shipping (development)."""
+    sagas: tuple[SagaDefinition[Any], ...] = ()
+    """Definitions hosted beside the built-in place_order version 1 (--saga): other
+    sagas, or other versions of place_order (PlaceOrder starts the newest)."""
     # Limits that shed load (service_kit/limits.py, docs/security.md#limits).
     engine_limits: EngineLimits = field(default_factory=EngineLimits)
     """Sagas in flight, calls per participant, sagas recovered at once."""
@@ -159,7 +162,7 @@ async def start(config: OrchestratorConfig) -> Orchestrator:
     engine = SagaEngine(
         store,
         channels,
-        [definition],
+        [definition, *config.sagas],
         rng=config.rng,
         checkpoint=config.checkpoint,
         limits=config.engine_limits,

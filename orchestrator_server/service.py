@@ -66,6 +66,97 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def PlaceOrder(
         self, request: pb.PlaceOrderRequest, context: Context
     ) -> pb.PlaceOrderResponse:
+        # place_order's newest version: a --saga may load a newer one than the built-in.
+        final = await self._start(self.engine.definition(self.place_order.name), request, context)
+        return pb.PlaceOrderResponse(
+            order_id=final.business_key,
+            saga_id=final.saga_id,
+            status=saga_status(final.status),
+            saga=self._view(final),
+        )
+
+    @errors.rpc_errors(DOMAIN)
+    async def StartSaga(
+        self, request: pb.StartSagaRequest, context: Context
+    ) -> pb.StartSagaResponse:
+        validation.require_valid(
+            validation.check_id("saga_type", request.saga_type),
+            validation.check_id("request_id", request.request_id, required=False),
+        )
+        try:
+            definition = self.engine.definition(request.saga_type)
+        except KeyError:
+            raise errors.not_found(
+                f"no saga type {request.saga_type!r} on this orchestrator",
+                saga_type=request.saga_type,
+            ) from None
+        wanted = definition.input_type.DESCRIPTOR
+        if not request.HasField("input") or not request.input.Is(wanted):
+            got = ascii(request.input.type_url[:120]) if request.input.type_url else "nothing"
+            raise errors.invalid_argument(
+                FieldViolation(
+                    "input",
+                    f"must hold a {wanted.full_name} (type.googleapis.com/{wanted.full_name}), "
+                    f"not {got}",
+                )
+            )
+        saga_input = definition.input_type()
+        if not request.input.Unpack(saga_input):
+            raise errors.invalid_argument(FieldViolation("input", "does not parse"))
+        if isinstance(saga_input, pb.PlaceOrderRequest):  # the same checks as PlaceOrder
+            if saga_input.request_id and saga_input.request_id != request.request_id:
+                raise errors.invalid_argument(
+                    FieldViolation("input.request_id", "must be empty or the request_id")
+                )
+            saga_input.request_id = request.request_id
+        final = await self._start(definition, saga_input, context, request.request_id)
+        return pb.StartSagaResponse(
+            saga_id=final.saga_id, status=saga_status(final.status), saga=self._view(final)
+        )
+
+    async def _start(
+        self,
+        definition: SagaDefinition[Any],
+        saga_input: Any,
+        context: Context,
+        request_id: str = "",
+    ) -> SagaRecord:
+        """Starts a saga and waits (place_order_max_wait at most) for its end."""
+        business_key = ""  # the saga id
+        if isinstance(saga_input, pb.PlaceOrderRequest):
+            await self._check_order(saga_input)
+            request_id = saga_input.request_id
+            business_key = f"ord_{uuid.uuid4().hex}"
+        try:
+            record, _ = await self.engine.start(
+                definition,
+                saga_input,
+                business_key=business_key,
+                request_id=request_id or None,
+            )
+        except IdempotencyConflict as conflict:
+            raise errors.already_exists(
+                errors.IDEMPOTENCY_KEY_REUSED,
+                f"request_id {request_id!r} was used for another "
+                f"{'order' if business_key else 'saga'} (saga {conflict.existing.saga_id})",
+                saga_id=conflict.existing.saga_id,
+            ) from conflict
+        except SagaLimitReached as full:
+            raise errors.overloaded(
+                f"this orchestrator has {full.in_flight} sagas in flight "
+                f"(--max-sagas-in-flight {full.limit}); no saga was started, try again later",
+                limits.RETRY_AFTER_SECONDS,
+                limit="max-sagas-in-flight",
+            ) from full
+        # With no deadline (grpcurl's default) or a long one, answer after
+        # place_order_max_wait with the saga as it is.
+        remaining = context.time_remaining()
+        timeout = self.place_order_max_wait
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining - _reply_margin(remaining)))
+        return await self.engine.wait(record.saga_id, timeout) or record
+
+    async def _check_order(self, request: pb.PlaceOrderRequest) -> None:
         validation.require_valid(
             validation.check_id("request_id", request.request_id, required=False),
             validation.check_id("product_id", request.product_id),
@@ -81,40 +172,6 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             fail_shipping=request.fail_shipping,
         )
         await self._check_product_exists(request.product_id)
-        try:
-            record, _ = await self.engine.start(
-                self.place_order,
-                request,
-                business_key=f"ord_{uuid.uuid4().hex}",
-                request_id=request.request_id or None,
-            )
-        except IdempotencyConflict as conflict:
-            raise errors.already_exists(
-                errors.IDEMPOTENCY_KEY_REUSED,
-                f"request_id {request.request_id!r} was used for another order "
-                f"(saga {conflict.existing.saga_id})",
-                saga_id=conflict.existing.saga_id,
-            ) from conflict
-        except SagaLimitReached as full:
-            raise errors.overloaded(
-                f"this orchestrator has {full.in_flight} sagas in flight "
-                f"(--max-sagas-in-flight {full.limit}); no order was placed, try again later",
-                limits.RETRY_AFTER_SECONDS,
-                limit="max-sagas-in-flight",
-            ) from full
-        # With no deadline (grpcurl's default) or a long one, answer after
-        # place_order_max_wait with the saga as it is.
-        remaining = context.time_remaining()
-        timeout = self.place_order_max_wait
-        if remaining is not None:
-            timeout = min(timeout, max(0.0, remaining - _reply_margin(remaining)))
-        final = await self.engine.wait(record.saga_id, timeout) or record
-        return pb.PlaceOrderResponse(
-            order_id=final.business_key,
-            saga_id=final.saga_id,
-            status=saga_status(final.status),
-            saga=self._view(final),
-        )
 
     async def _check_product_exists(self, product_id: str) -> None:
         """Refuses an unknown product before any money moves.

@@ -85,6 +85,7 @@ TABLE: Final[Mapping[str, frozenset[str]]] = {
     f"{_INVENTORY}/SetStock": _OPERATOR_ONLY,
     # The orchestrator: orders and their sagas for clients and operators ...
     f"{_ORCHESTRATOR}/PlaceOrder": _CUSTOMERS,
+    f"{_ORCHESTRATOR}/StartSaga": _CUSTOMERS,
     f"{_ORCHESTRATOR}/GetSaga": _CUSTOMERS,
     f"{_ORCHESTRATOR}/GetOrder": _CUSTOMERS,
     f"{_ORCHESTRATOR}/WatchSaga": _CUSTOMERS,

@@ -218,6 +218,8 @@ class Scenario:
     saga_deadline_seconds: float = 60.0
     deadline_passes: bool = False
     """Whether sagas may be compensated because their deadline passed."""
+    extra_flags: list[str] = field(default_factory=list)
+    """More orchestrator flags from the next start on, such as --saga (a new version)."""
 
     @property
     def db(self) -> Path:
@@ -236,6 +238,7 @@ class Scenario:
                 *NO_SWEEP,
                 "--saga-deadline-seconds", str(self.saga_deadline_seconds),
                 "--crash-at", crash_at,  # always given: "" also overrides the env default
+                *self.extra_flags,
             ],
             self.folder / f"orchestrator-{len(self.processes) + 1}.log",
         )  # fmt: skip
@@ -253,14 +256,16 @@ class Scenario:
         for process in self.processes:
             process.kill()
 
-    async def crash_round(self, crash_at: str) -> CrashRound:
-        """Starts with crash_at and waits for the process to die. The first round sends
-        every order; a later one sends nothing: the process dies recovering by itself."""
-        sends = not self.processes
+    async def crash_round(self, crash_at: str, orders: Sequence[Order] | None = None) -> CrashRound:
+        """Starts with crash_at and waits for the process to die. The round sends
+        `orders` (by default: every order in the first round, none in a later one,
+        where the process dies recovering by itself)."""
+        if orders is None:
+            orders = [] if self.processes else self.orders
         process = self.start(crash_at)
         replies: dict[str, Reply] = {}
-        if process is not None and sends:
-            replies = await place_all(process.address, self.orders)
+        if process is not None and orders:
+            replies = await place_all(process.address, orders)
             errors = {rid: r for rid, r in replies.items() if isinstance(r, grpc.aio.AioRpcError)}
             assert errors, (
                 f"{crash_at} was never reached: every order ended without a crash; pick a smaller N"

@@ -22,6 +22,7 @@ Each case has its own orchestrator database and its own product.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -192,3 +193,40 @@ def _unrecorded_steps(saga: pb.Saga) -> list[str]:
         if execution.phase == pb.STEP_PHASE_ACTION and "UNRECORDED" in codes and "OK" not in codes:
             steps.append(execution.step)
     return steps
+
+
+async def test_a_kill_while_both_versions_are_in_flight(scenario: Scenario) -> None:
+    """Half the orders start on place_order version 1 and are killed mid-way; the
+    orchestrator comes back with version 2 loaded beside it (--saga) and takes the
+    other half while it recovers the first, and is killed again with both versions
+    in flight. After a clean restart every saga ended on the version it started on:
+    version 1 charges first, version 2 reserves first (examples/order_v2.py)."""
+    half = len(scenario.orders) // 2
+    old, new = scenario.orders[:half], scenario.orders[half:]
+    first = await scenario.crash_round("outcome-recorded:20", old)
+    assert first.log.unfinished >= 1, first.log
+
+    scenario.extra_flags = ["--saga", "examples.order_v2:PLACE_ORDER_V2"]
+    second = await scenario.crash_round("outcome-recorded:45", new)
+    assert second.replies, "the orchestrator with both versions died before it served"
+    in_flight = _versions_in_flight(scenario.db)
+    assert in_flight == {1, 2}, f"versions in flight at the kill: {in_flight}"
+
+    verdict = await scenario.recover_and_verify()
+
+    for order in scenario.orders:
+        saga = verdict.sagas.get(order.request_id)
+        if saga is None:  # never created: the kill came before its PlaceOrder
+            continue
+        version = 1 if order in old else 2
+        first_step = "charge" if version == 1 else "reserve"
+        assert saga.saga_version == version, (order.request_id, saga.saga_version)
+        assert saga.steps[0].step == first_step, (order.request_id, [s.step for s in saga.steps])
+
+
+def _versions_in_flight(db: Path) -> set[int]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT saga_version FROM sagas WHERE status IN ('RUNNING', 'COMPENSATING')"
+        ).fetchall()
+    return {int(row[0]) for row in rows}

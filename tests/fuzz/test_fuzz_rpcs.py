@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from hypothesis import given
@@ -232,8 +232,26 @@ def value(descriptor: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
         assert descriptor.message_type is not None
         if descriptor.message_type.full_name == "google.protobuf.Timestamp":
             return timestamp()
+        if descriptor.message_type.full_name == "google.protobuf.Any":
+            return packed(depth)
         return message(descriptor.message_type, depth + 1)
     raise AssertionError(f"no strategy for field {descriptor.full_name}")
+
+
+def packed(depth: int) -> st.SearchStrategy[Message]:
+    """An Any (StartSaga's input): a fuzzed order packed in it, another service's
+    message packed in it, or any type_url with any bytes."""
+
+    def pack(inner: Message) -> Message:
+        found = any_pb2.Any()
+        found.Pack(inner)
+        return found
+
+    return st.one_of(
+        message(orchestrator_pb2.PlaceOrderRequest.DESCRIPTOR, depth + 1).map(pack),
+        message(payment_pb2.ChargeRequest.DESCRIPTOR, depth + 1).map(pack),
+        st.builds(any_pb2.Any, type_url=text("type_url"), value=st.binary(max_size=200)),
+    )
 
 
 def message(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:

@@ -100,8 +100,8 @@ def test_the_table_is_the_one_the_issue_lists() -> None:
     ]:  # fmt: skip
         assert who(service, method) == {"orchestrator", "operator"}
     assert who("inventory", "SetStock") == {"operator"}
-    for method in ["PlaceOrder", "GetSaga", "GetOrder", "WatchSaga", "ListSagas", "CountSagas",
-                   "GetSagaDefinition"]:  # fmt: skip
+    for method in ["PlaceOrder", "StartSaga", "GetSaga", "GetOrder", "WatchSaga", "ListSagas",
+                   "CountSagas", "GetSagaDefinition"]:  # fmt: skip
         assert who("orchestrator", method) == {"client", "operator"}
     for method in ["ResumeSaga", "CancelSaga"]:
         assert who("orchestrator", method) == {"operator"}

@@ -6,6 +6,7 @@ undoes the finished steps, in reverse order, when a step fails.
 """
 
 from collections import abc as _abc
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -181,6 +182,64 @@ class PlaceOrderRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlaceOrderRequest: _TypeAlias = PlaceOrderRequest  # noqa: Y015
+
+@_typing.final
+class StartSagaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_TYPE_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    saga_type: _builtins.str
+    """The definition's name, such as "place_order" (GetSagaDefinition shows it)."""
+    request_id: _builtins.str
+    """Idempotency key: the same request_id and input return the same saga."""
+    @_builtins.property
+    def input(self) -> _any_pb2.Any:
+        """The saga's input: its definition's input message, packed in an Any (in
+        JSON: {"@type": "type.googleapis.com/minisaga.orchestrator.v1.PlaceOrderRequest", ...}).
+        """
+
+    def __init__(
+        self,
+        *,
+        saga_type: _builtins.str = ...,
+        input: _any_pb2.Any | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "request_id", b"request_id", "saga_type", b"saga_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartSagaRequest: _TypeAlias = StartSagaRequest  # noqa: Y015
+
+@_typing.final
+class StartSagaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SAGA_FIELD_NUMBER: _builtins.int
+    saga_id: _builtins.str
+    status: Global___SagaStatus.ValueType
+    @_builtins.property
+    def saga(self) -> Global___Saga: ...
+    def __init__(
+        self,
+        *,
+        saga_id: _builtins.str = ...,
+        status: Global___SagaStatus.ValueType = ...,
+        saga: Global___Saga | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["saga", b"saga"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["saga", b"saga", "saga_id", b"saga_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartSagaResponse: _TypeAlias = StartSagaResponse  # noqa: Y015
 
 @_typing.final
 class PlaceOrderResponse(_message.Message):

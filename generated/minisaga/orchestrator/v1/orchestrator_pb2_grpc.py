@@ -40,6 +40,11 @@ class OrchestratorServiceStub:
                 request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PlaceOrderRequest.SerializeToString,
                 response_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PlaceOrderResponse.FromString,
                 _registered_method=True)
+        self.StartSaga = channel.unary_unary(
+                '/minisaga.orchestrator.v1.OrchestratorService/StartSaga',
+                request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StartSagaRequest.SerializeToString,
+                response_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StartSagaResponse.FromString,
+                _registered_method=True)
         self.GetSaga = channel.unary_unary(
                 '/minisaga.orchestrator.v1.OrchestratorService/GetSaga',
                 request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaRequest.SerializeToString,
@@ -90,6 +95,16 @@ class OrchestratorServiceServicer:
         """Starts an order's saga and waits for it to end. The same request_id
         returns the same saga; if the caller's deadline comes first the saga goes
         on and can be found with GetSaga, WatchSaga or the same request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartSaga(self, request, context):
+        """Starts a saga of any type this orchestrator hosts (place_order or one
+        loaded with --saga), on its newest version, and answers like PlaceOrder.
+        The input must hold the definition's input message (INVALID_ARGUMENT
+        otherwise); an unknown saga_type is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +177,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PlaceOrderRequest.FromString,
                     response_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PlaceOrderResponse.SerializeToString,
             ),
+            'StartSaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartSaga,
+                    request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StartSagaRequest.FromString,
+                    response_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StartSagaResponse.SerializeToString,
+            ),
             'GetSaga': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSaga,
                     request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSagaRequest.FromString,
@@ -231,6 +251,33 @@ class OrchestratorService:
             '/minisaga.orchestrator.v1.OrchestratorService/PlaceOrder',
             minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PlaceOrderRequest.SerializeToString,
             minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PlaceOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartSaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minisaga.orchestrator.v1.OrchestratorService/StartSaga',
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StartSagaRequest.SerializeToString,
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StartSagaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,12 @@ class OrchestratorServiceStub:
     returns the same saga; if the caller's deadline comes first the saga goes
     on and can be found with GetSaga, WatchSaga or the same request_id.
     """
+    StartSaga: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.StartSagaRequest, _orchestrator_pb2.StartSagaResponse]
+    """Starts a saga of any type this orchestrator hosts (place_order or one
+    loaded with --saga), on its newest version, and answers like PlaceOrder.
+    The input must hold the definition's input message (INVALID_ARGUMENT
+    otherwise); an unknown saga_type is NOT_FOUND.
+    """
     GetSaga: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetSagaRequest, _orchestrator_pb2.GetSagaResponse]
     """Reads a saga with its whole execution log."""
     ListSagas: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListSagasRequest, _orchestrator_pb2.ListSagasResponse]
@@ -72,6 +78,12 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Starts an order's saga and waits for it to end. The same request_id
     returns the same saga; if the caller's deadline comes first the saga goes
     on and can be found with GetSaga, WatchSaga or the same request_id.
+    """
+    StartSaga: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.StartSagaRequest, _orchestrator_pb2.StartSagaResponse]  # type: ignore[assignment]
+    """Starts a saga of any type this orchestrator hosts (place_order or one
+    loaded with --saga), on its newest version, and answers like PlaceOrder.
+    The input must hold the definition's input message (INVALID_ARGUMENT
+    otherwise); an unknown saga_type is NOT_FOUND.
     """
     GetSaga: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetSagaRequest, _orchestrator_pb2.GetSagaResponse]  # type: ignore[assignment]
     """Reads a saga with its whole execution log."""
@@ -108,6 +120,18 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts an order's saga and waits for it to end. The same request_id
         returns the same saga; if the caller's deadline comes first the saga goes
         on and can be found with GetSaga, WatchSaga or the same request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def StartSaga(
+        self,
+        request: _orchestrator_pb2.StartSagaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.StartSagaResponse, _abc.Awaitable[_orchestrator_pb2.StartSagaResponse]]:
+        """Starts a saga of any type this orchestrator hosts (place_order or one
+        loaded with --saga), on its newest version, and answers like PlaceOrder.
+        The input must hold the definition's input message (INVALID_ARGUMENT
+        otherwise); an unknown saga_type is NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
