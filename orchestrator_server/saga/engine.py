@@ -33,6 +33,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, cast
 
 import grpc
@@ -218,6 +219,11 @@ class SagaEngine:
     def definitions(self) -> list[SagaDefinition[Any]]:
         """Every definition registered, by name then version."""
         return [self._definitions[key] for key in sorted(self._definitions)]
+
+    @property
+    def not_driven(self) -> Mapping[str, str]:
+        """The sagas this engine found unfinished and left alone, each with why."""
+        return MappingProxyType(self._undriven)
 
     def not_driven_reason(self, record: SagaRecord) -> str:
         """Why this engine does not drive the saga ("" when it would): its type
@@ -587,6 +593,7 @@ class SagaEngine:
             if saga_id not in self._undriven:
                 log.warning("saga %s is not driven here: %s", saga_id, reason)
             self._undriven[saga_id] = reason
+            await self.store.release(saga_id)  # a replica that has it may take it at once
             return record
         self._undriven.pop(saga_id, None)
         self._live[saga_id] = record

@@ -308,6 +308,18 @@ class PostgresSagaStore:
             # Ours now: nothing but a cancel request changes it until we write.
             return await _load_where(conn, "s.saga_id = $1", saga_id)
 
+    async def release(self, saga_id: str) -> None:
+        lease = self._leases.pop(saga_id, None)
+        if lease is None:
+            return
+        await self.pool.execute(
+            "UPDATE sagas SET lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+            saga_id,
+            self.owner,
+            lease.epoch,
+        )
+
     async def renew(self, saga_ids: Collection[str]) -> Renewal:
         held = {s: self._leases[s].epoch for s in saga_ids if s in self._leases}
         if not held:

@@ -278,6 +278,9 @@ class SqliteSagaStore:
     async def renew(self, saga_ids: Collection[str]) -> Renewal:
         return Renewal()
 
+    async def release(self, saga_id: str) -> None:
+        return None
+
     def lease_left(self, saga_id: str) -> float:
         return math.inf
 

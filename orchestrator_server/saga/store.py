@@ -252,6 +252,11 @@ class SagaStore(Protocol):
         """Extends the leases of the sagas this replica drives."""
         ...
 
+    async def release(self, saga_id: str) -> None:
+        """Gives up the saga's lease, if this replica holds it, so another replica
+        may claim it at once: one that has the saga's definition, say."""
+        ...
+
     def lease_left(self, saga_id: str) -> float:
         """Seconds this replica may still act on the saga, by its own clock
         (0 when it holds no lease; infinity for a one-replica store). Checked
