@@ -22,13 +22,17 @@ from pathlib import Path
 from sybil import Document, Example, Region
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
 
+from tests.pg import find_bin_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]*)\)\s*-->\s*$")
 SINGLE = re.compile(r"<!--\s*docs-test:\s*single command[^>]*-->\s*$")
 NO_SYSTEM = re.compile(r"<!--\s*docs-test:\s*starts without make run")
+NEEDS_POSTGRES = re.compile(r"<!--\s*docs-test:[^>]*needs postgresql")
 LANGUAGES = {"console": "transcript", "sh": "commands"}
-DOC_PORT = re.compile(r"\b(127\.0\.0\.1|localhost):(7\d{3})\b")
+DOC_PORT = re.compile(r"(?<![\w.])(127\.0\.0\.1:|localhost:|-p )(7\d{3}|5433)\b")
+"""A page's port in a command: its services' 7xxx, and 5433, its PostgreSQL."""
 COMMAND_TIMEOUT = 120.0
 
 
@@ -274,6 +278,7 @@ class Shell:
     ports: dict[str, int]
     skipped: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
+    count: int = 0
 
     @classmethod
     def start(cls, workdir: Path) -> Shell:
@@ -324,8 +329,10 @@ class Shell:
         (stdout and stderr together), with the test's ports shown as the page's."""
         assert self.process is not None and self.process.stdin is not None
         if translate:
-            command = DOC_PORT.sub(lambda m: f"{m.group(1)}:{self.port_for(m.group(2))}", command)
-        out = self.workdir / ".docs-test" / "out"
+            command = DOC_PORT.sub(lambda m: f"{m.group(1)}{self.port_for(m.group(2))}", command)
+        # A file per command: a job it leaves in the background writes to its own file.
+        self.count += 1
+        out = self.workdir / ".docs-test" / f"out.{self.count}"
         script = (
             f'(exit ${{__docs_rc:-0}}); {{ {command}\n}} >"{out}" 2>&1 </dev/null; '
             f'__docs_rc=$?; echo "{MARK} $__docs_rc"\n'
@@ -362,12 +369,40 @@ class Shell:
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, 9)
         self.process.wait()
+        stop_postgres(self.workdir)
+
+
+def stop_postgres(workdir: Path) -> None:
+    """Stops a PostgreSQL a page started under `workdir` and did not stop (it failed
+    before its last step): pg_ctl detaches the server from the reader's shell."""
+    for pid_file in workdir.glob("data/**/postmaster.pid"):
+        bin_dir = find_bin_dir()
+        if bin_dir is None:
+            return
+        run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [
+                *run_as,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(pid_file.parent),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def reader_checkout(destination: Path) -> Path:
     """A folder that looks like a fresh clone to the reader's commands: the repository's
     files (by symlink), its .venv and node_modules, and no data/."""
     destination.mkdir()
+    if os.geteuid() == 0:  # the page runs PostgreSQL as `postgres`, who must reach data/pg
+        for folder in [destination, *destination.parents]:
+            folder.chmod(folder.stat().st_mode | 0o011)
     for entry in ROOT.iterdir():
         if entry.name in {"data", "site", ".git", ".pytest_cache", "bench-results"}:
             continue

@@ -56,6 +56,7 @@ from sybil import Document
 
 from tests.docs import shell as docs_shell
 from tests.docs.shell import ROOT, Shell, mismatch, parse_document, reader_checkout
+from tests.pg import INSTALL_HINT, find_bin_dir
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +83,8 @@ def reader(tmp_path: Path) -> Iterator[Shell]:
 def test_page_runs_as_written(page: Path, reader: Shell) -> None:
     document = Document.parse(str(page), parse_document)
     document.namespace["shell"] = reader
+    if docs_shell.NEEDS_POSTGRES.search(document.text) and find_bin_dir() is None:
+        pytest.skip(f"no PostgreSQL server binaries for {page.name}; {INSTALL_HINT}")
     if not docs_shell.NO_SYSTEM.search(document.text):
         status, output = reader.run("make run >/dev/null", translate=False)
         assert status == 0, output
