@@ -228,6 +228,12 @@ class SagaMetrics:
             "never answers, or compensations retrying)",
             registry=registry,
         )
+        self.not_driven = Gauge(
+            "minisaga_sagas_not_driven",
+            "Unfinished sagas this orchestrator leaves alone: their saga type or version is "
+            "not registered here (GetSaga's not_driven_reason); a replica that has it drives them",
+            registry=registry,
+        )
         self.recovered = Counter(
             "minisaga_sagas_recovered",
             "Unfinished sagas this orchestrator took up: after a restart, from a dead replica, "

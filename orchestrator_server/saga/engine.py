@@ -172,6 +172,7 @@ class SagaEngine:
         if metrics is not None:
             metrics.in_flight.set_function(lambda: self.in_flight)
             metrics.past_deadline.set_function(self._past_deadline)
+            metrics.not_driven.set_function(lambda: len(self._undriven))
         self.limits = limits
         self._starting = 0  # start() calls between the limit check and their task
         self._slots: dict[str, asyncio.Semaphore] = {}  # per participant
@@ -380,9 +381,12 @@ class SagaEngine:
         max_recovering_sagas at a time, oldest first: a restart with 10,000
         unfinished sagas does not send 10,000 calls at once."""
         queued = set(self._recovery_line)
+        claimable = await self.store.claimable()
+        for gone in self._undriven.keys() - set(claimable):  # ended, or driven by a replica
+            del self._undriven[gone]
         saga_ids = [
             s
-            for s in await self.store.claimable()
+            for s in claimable
             if s not in self._tasks and s not in queued and s not in self._undriven
         ]
         self._recovery_line.extend(saga_ids)
