@@ -157,3 +157,38 @@ def test_run_all_stops_everything_when_a_child_dies(run_all: RunAll) -> None:
     assert run_all.process.wait(timeout=60) == 1
     assert "inventory exited" in run_all.stderr()
     assert all(gone(pid) for pid in children.values()), children
+
+
+def test_a_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """make run, and a server on its own, say which address is taken (issue 15)."""
+    *ports, console_port = free_ports(5)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ports[1]))
+        holder.listen()
+        run_all = subprocess.run(
+            [
+                sys.executable, "-m", "service_kit.run_all",
+                "--data-dir", str(tmp_path / "data"),
+                "--ports", ",".join(map(str, ports)),
+                "--console-port", str(console_port),
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run_all.returncode == 1
+        assert run_all.stderr.splitlines() == [
+            f"run_all: 127.0.0.1:{ports[1]} already in use (another `make run`?): stop it, "
+            "or pick other ports (make run BASE_PORT=8001, or --base-port / --ports)"
+        ]
+        server = subprocess.run(
+            [
+                sys.executable, "-m", "payment_server",
+                "--listen", f"127.0.0.1:{ports[1]}", "--db", str(tmp_path / "payment.db"),
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert server.returncode == 1
+    assert "Traceback" not in server.stderr
+    assert server.stderr.splitlines()[-1].endswith(
+        f"cannot listen on 127.0.0.1:{ports[1]}: the port is in use (another `make run`?) "
+        "or the address is not this machine's"
+    )
