@@ -1,6 +1,7 @@
 # minisaga — every target installs what it needs by itself.
 #   make run     all four services on 127.0.0.1:7001-7004, SQLite under ./data
-#                (TLS=1: mTLS everywhere, certificates under ./data/certs)
+#                (TLS=1: mTLS everywhere, certificates under ./data/certs;
+#                BASE_PORT=8001: on 8001-8004; DATA=dir: elsewhere)
 #   make test    the whole suite (what .ci/run calls); installs PostgreSQL and
 #                Chromium for their tests when missing and root, else those
 #                tests say why they skip
