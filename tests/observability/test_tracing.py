@@ -175,3 +175,50 @@ async def test_a_saga_recovered_after_a_sigkill_goes_on_in_the_same_trace(
 def _method(participant: str, method: str) -> str:
     service = f"{participant.capitalize()}Service"
     return f"/minisaga.{participant}.v1.{service}/{method}"
+
+
+async def test_a_saga_taken_over_by_another_replica_goes_on_in_the_same_trace(
+    tmp_path: Path, receiver: tuple[Receiver, str], postgres_url: str
+) -> None:
+    spans, endpoint = receiver
+    replicas = ("--store", postgres_url, "--lease-ttl-seconds", "3", "--lease-renew-seconds", "1")
+    services = Services(
+        tmp_path,
+        env=tracing_env(endpoint),
+        orchestrator_flags=(*replicas, "--recover-every-seconds", "1"),
+    )
+    services.start()
+    survivor = services.processes["orchestrator"]
+    try:
+        # A second replica, killed mid-step: the survivor takes the saga over once
+        # its lease runs out, and its attempts join the saga's trace.
+        doomed = services.start_orchestrator("--crash-at", "action-rpc-returned:2")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await services.place(fail_inventory=True, request_id="takeover-1")
+        assert doomed.process is not None
+        assert await asyncio.to_thread(doomed.process.wait, 30) == -9, doomed.log()
+        services.processes["orchestrator"] = survivor
+        async with grpc.aio.insecure_channel(survivor.address) as channel:
+            listed = await orchestrator_pb2_grpc.OrchestratorServiceStub(channel).ListSagas(
+                pb.ListSagasRequest(), timeout=10
+            )
+        (saga_id,) = [s.saga_id for s in listed.sagas]
+        saga = await services.wait_terminal(saga_id)
+        assert saga.status == pb.SAGA_STATUS_COMPENSATED
+        trace_id = saga.trace_id
+
+        def resumed() -> list[Span]:
+            return [
+                s
+                for s in spans.in_trace(trace_id)
+                if s.name == "saga place_order resumed" and child_of(spans.spans, s)
+            ]
+
+        (span,) = await wait_until(resumed, timeout=30)
+        assert span.attributes["saga.id"] == saga_id
+        await wait_until(lambda: len(child_of(spans.spans, span)) >= 3, timeout=30)
+        assert {s.trace_id for s in child_of(spans.spans, span)} == {trace_id}
+        charge = one(spans.in_trace(trace_id), kind=SERVER, name=_method("payment", "Charge"))
+        assert charge.service == "PaymentService"
+    finally:
+        services.stop()
