@@ -96,21 +96,35 @@ def parse_block(kind: str, source: str, line: int, single: bool = False) -> list
 
 
 def parse_document(document: Document) -> Iterable[Region]:
-    """Sybil parser: every ```console and ```sh block, with a skip comment above it honoured."""
-    for region in FencedCodeBlockLexer(r"[\w-]+")(document):
-        kind = LANGUAGES.get(str(region.lexemes["language"]))
-        if kind is None:
-            continue
+    """Sybil parser: every ```console and ```sh block, and every ```python block that a
+    ```text block (its output) follows, with a skip comment above it honoured."""
+    regions = list(FencedCodeBlockLexer(r"[\w-]+")(document))
+    for index, region in enumerate(regions):
+        language = str(region.lexemes["language"])
+        source = str(region.lexemes["source"])
+        line = document.text.count("\n", 0, region.start) + 2
         above = _comment_above(document.text, region.start)
         skip = SKIP.search(above)
-        line = document.text.count("\n", 0, region.start) + 2
+        reason = skip.group("reason") if skip else None
+        if language == "python":
+            following = regions[index + 1] if index + 1 < len(regions) else None
+            between = document.text[region.end : following.start] if following else "x"
+            if following is None or between.strip() or following.lexemes["language"] != "text":
+                continue  # a fragment of a program, not a program and its output
+            program = Command(
+                f".venv/bin/python - <<'PYTHON'\n{source}PYTHON",
+                str(following.lexemes["source"]).rstrip("\n").split("\n"),
+                line,
+            )
+            yield Region(
+                region.start, following.end, Block("program", [program], reason, line), evaluate
+            )
+            continue
+        kind = LANGUAGES.get(language)
+        if kind is None:
+            continue
         single = bool(SINGLE.search(above))
-        block = Block(
-            kind,
-            parse_block(kind, str(region.lexemes["source"]), line, single),
-            skip.group("reason") if skip else None,
-            line,
-        )
+        block = Block(kind, parse_block(kind, source, line, single), reason, line)
         yield Region(region.start, region.end, block, evaluate)
 
 

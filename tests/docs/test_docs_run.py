@@ -19,7 +19,10 @@ What runs, and how:
   matched by pattern; a run of spaces matches one or more (column widths
   follow the data). A command may exit non-zero only if the page shows its
   output. ```sh blocks are commands, each of which must exit 0; their output is
-  not compared. ```text and ```python blocks are not run.
+  not compared. A ```python block that a ```text block follows directly is a
+  program and its output: the program runs with `.venv/bin/python -` in the
+  same shell (its addresses rewritten as below), its output compared the same
+  way. Other ```python blocks (fragments) and ```text blocks are not run.
 - Each page gets a fresh reader: a folder that looks like a fresh clone (the
   repository's files by symlink, its .venv, no data/), and one bash kept for
   the whole page, so variables (`SAGA=$(... | jq -r .saga_id)`), `export`s
@@ -131,3 +134,13 @@ def test_volatile_parts_match_by_pattern_and_nothing_else() -> None:
     assert mismatch(page, "saga 0b6f7a52-3c1e-4d8a-9f10-5a7c2e9d4b31 took 2.1 s\nother\n") != ""
     assert mismatch(["status      PAYMENT_STATUS_CHARGED"], "status PAYMENT_STATUS_REFUNDED\n")
     assert mismatch(["exit"], "") != ""
+
+
+def test_a_python_program_and_its_output_are_checked(tmp_path: Path, reader: Shell) -> None:
+    page = tmp_path / "program.md"
+    page.write_text('```python\nprint("actual")\n```\n\n```text\nstale\n```\n')
+    document = Document.parse(str(page), parse_document)
+    document.namespace["shell"] = reader
+    [example] = list(document)
+    with pytest.raises(AssertionError, match="differs from the page at its line 1: 'stale'"):
+        example.evaluate()
