@@ -56,6 +56,10 @@ def _ms(interval: timedelta) -> int:
     return int(interval.total_seconds() * 1000)
 
 
+def _seconds(interval: timedelta | None) -> float:
+    return 0.0 if interval is None else interval.total_seconds()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator_server",
@@ -153,7 +157,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "compensation-max-attempts",
         int,
         COMPENSATIONS.maximum_attempts,
-        "attempts of a compensation before the saga is FAILED",
+        "attempts of a compensation before the saga is FAILED; 0 for no limit (then "
+        "--compensation-horizon-seconds ends the retries)",
+    )
+    _flag(
+        retry,
+        "compensation-horizon-seconds",
+        float,
+        f"{_seconds(COMPENSATIONS.horizon):g}",
+        "how long a compensation is retried, from this run's first attempt (a restart or "
+        "ResumeSaga starts afresh), before the saga is FAILED; 0 for no time limit",
     )
     _flag(
         retry,
@@ -251,8 +264,9 @@ def crash_hook(spec: str) -> Callable[[str], None] | None:
 
 
 def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
-    def policy(attempts: int, max_backoff_ms: int) -> RetryPolicy:
+    def policy(attempts: int, max_backoff_ms: int, horizon: float = 0.0) -> RetryPolicy:
         return RetryPolicy(
+            horizon=timedelta(seconds=horizon) if horizon else None,
             initial_interval=timedelta(milliseconds=args.initial_backoff_ms),
             backoff_coefficient=args.backoff_coefficient,
             maximum_interval=timedelta(milliseconds=max_backoff_ms),
@@ -291,7 +305,9 @@ def config_from_args(args: argparse.Namespace) -> OrchestratorConfig:
             saga_deadline=timedelta(seconds=args.saga_deadline_seconds),
             action_retry=policy(args.action_max_attempts, args.action_max_backoff_ms),
             compensation_retry=policy(
-                args.compensation_max_attempts, args.compensation_max_backoff_ms
+                args.compensation_max_attempts,
+                args.compensation_max_backoff_ms,
+                args.compensation_horizon_seconds,
             ),
             synchronous=args.sqlite_synchronous,
             max_message_bytes=args.max_message_bytes,

@@ -284,6 +284,28 @@ def reserve(conn: sqlite3.Connection) -> pb.ReserveResponse:
         "await asyncio.sleep(0)\n",
         BACKOFF,
     ),
+    mutation(
+        "compensation-horizon-ignored",
+        "compensation horizon",
+        "orchestrator_server/saga/retry.py",
+        8,
+        "return self.horizon is not None and elapsed >= self.horizon\n",
+        "return False\n",
+        "tests/orchestrator/test_compensation_horizon.py",
+        "-k",
+        "runs_out and sqlite",
+    ),
+    mutation(
+        "compensation-gives-up-at-the-old-budget",
+        "compensation horizon",
+        "orchestrator_server/saga/retry.py",
+        8,
+        "if self.maximum_attempts and attempts >= self.maximum_attempts:\n",
+        "if attempts >= (self.maximum_attempts or 4):\n",
+        "tests/orchestrator/test_compensation_horizon.py",
+        "-k",
+        "outlasts and sqlite",
+    ),
     # --- step outputs and versions (issue 12) --------------------------------
     mutation(
         "output-not-recorded-with-its-outcome",

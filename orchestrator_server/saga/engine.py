@@ -29,10 +29,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -649,6 +651,7 @@ class SagaEngine:
                 continue
             retry = step.action.retry
             tries = 0
+            first = time.monotonic()
             while True:
                 stop = self._stop_cause(step, record, cancel)
                 if stop is not None:
@@ -663,7 +666,7 @@ class SagaEngine:
                     break
                 outcome = step.policy.classify(attempt.code)
                 final = attempt.reason == STEP_OUTPUT_TOO_LARGE  # the same reply each time
-                if not outcome.retryable or tries >= retry.maximum_attempts or final:
+                if not outcome.retryable or final or retry.exhausted(tries, _since(first)):
                     cause = Cause(
                         step.name, attempt.code, attempt.message, attempt.reason, now_ms()
                     )
@@ -726,6 +729,7 @@ class SagaEngine:
                 )
                 continue
             tries = 0
+            first = time.monotonic()  # a horizon counts from this run's first attempt
             while True:
                 tries += 1
                 attempt = await self._attempt(
@@ -739,7 +743,7 @@ class SagaEngine:
                 await self._write(record, finished=attempt)
                 unsaved = None
                 retryable = step.policy.compensation_retryable(attempt.code)
-                if not retryable or tries >= compensation.retry.maximum_attempts:
+                if not retryable or compensation.retry.exhausted(tries, _since(first)):
                     failures.append(
                         CompensationFailure(
                             step.name,
@@ -953,6 +957,11 @@ class SagaEngine:
             )
             self._calls[rpc.method] = call
         return call
+
+
+def _since(monotonic_start: float) -> timedelta:
+    """How long ago `monotonic_start` (a time.monotonic() reading) was."""
+    return timedelta(seconds=time.monotonic() - monotonic_start)
 
 
 def _fields(

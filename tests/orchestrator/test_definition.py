@@ -25,7 +25,7 @@ from orchestrator_server.order_saga import (
 )
 from orchestrator_server.saga.definition import Rpc, Saga, SagaContext
 from orchestrator_server.saga.engine import SagaEngine
-from orchestrator_server.saga.retry import RetryPolicy
+from orchestrator_server.saga.retry import DEFAULT_COMPENSATION_RETRY, RetryPolicy
 from orchestrator_server.saga.sqlite_store import SqliteSagaStore
 from orchestrator_server.saga.store import Phase, SagaStatus
 from tests.conftest import start_inventory, start_payment, start_shipping
@@ -135,8 +135,21 @@ def test_step_names_are_unique() -> None:
 
 
 def test_retry_policies_are_validated() -> None:
+    with pytest.raises(ValueError, match="a horizon is required"):
+        RetryPolicy(maximum_attempts=0)  # no limit at all
     with pytest.raises(ValueError, match="maximum_attempts"):
-        RetryPolicy(maximum_attempts=0)
+        RetryPolicy(maximum_attempts=-1)
+    with pytest.raises(ValueError, match="horizon"):
+        RetryPolicy(horizon=timedelta(0))
+    endless = RetryPolicy(maximum_attempts=0, horizon=timedelta(hours=1))
+    assert not endless.exhausted(10_000, timedelta(minutes=59))
+    assert endless.exhausted(1, timedelta(hours=1))
+    both = RetryPolicy(maximum_attempts=3, horizon=timedelta(hours=1))
+    assert both.exhausted(3, timedelta(0)) and both.exhausted(1, timedelta(hours=2))
+    assert not both.exhausted(2, timedelta(minutes=1))
+    assert DEFAULT_COMPENSATION_RETRY.maximum_attempts == 0  # outlasts an outage: a horizon
+    assert DEFAULT_COMPENSATION_RETRY.horizon is not None
+    assert DEFAULT_COMPENSATION_RETRY.horizon >= timedelta(hours=1)
     with pytest.raises(ValueError, match="backoff_coefficient"):
         RetryPolicy(backoff_coefficient=0.5)
     policy = RetryPolicy(
