@@ -89,10 +89,15 @@ def test_page_runs_as_written(page: Path, reader: Shell) -> None:
     if docs_shell.NEEDS_POSTGRES.search(document.text) and find_bin_dir() is None:
         pytest.skip(f"no PostgreSQL server binaries for {page.name}; {INSTALL_HINT}")
     if not docs_shell.NO_SYSTEM.search(document.text):
-        status, output = reader.run("make run >/dev/null", translate=False)
-        assert status == 0, output
+        start_system(reader)
     for example in document:
         example.evaluate()
+
+
+def start_system(reader: Shell) -> None:
+    """`make run` going, as a page assumes; what make run printed if it failed."""
+    status, output = reader.run("make run", translate=False)
+    assert status == 0, f"make run failed:\n{output}"
 
 
 # The checker's configuration, on made-up pages.
@@ -108,7 +113,7 @@ def test_a_stale_transcript_fails(tmp_path: Path, reader: Shell) -> None:
     )
     document = Document.parse(str(page), parse_document)
     document.namespace["shell"] = reader
-    reader.run("make run >/dev/null", translate=False)
+    start_system(reader)
     [example] = list(document)
     with pytest.raises(AssertionError, match="differs from the page at its line 2"):
         example.evaluate()
