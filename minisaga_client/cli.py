@@ -4,6 +4,7 @@
     minisaga saga list --status failed  # what needs an operator
     minisaga saga get SAGA_ID           # one saga's timeline
     minisaga saga resume SAGA_ID --wait # retry its failed compensations
+    minisaga saga resume --all-failed   # ... of every FAILED saga
 
 `main(argv, channel=...)` takes one channel for every service instead of
 dialing them, so tests can script replies with `grpc_testing`.
@@ -277,7 +278,35 @@ def _follow(cmd: Command, saga: pb.Saga, done: str) -> int:
 
 
 def saga_resume(cmd: Command) -> int:
-    return _follow(cmd, cmd.client.resume_saga(cmd.args.saga_id), "resumed")
+    a = cmd.args
+    filters = {name: getattr(a, name) for name in LIST_FILTERS if getattr(a, name)}
+    if not a.all_failed:
+        if not a.saga_id or filters or a.page_size:
+            print(
+                "minisaga saga resume: give a SAGA_ID, or --all-failed (the filters and "
+                "--page-size go with --all-failed)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return _follow(cmd, cmd.client.resume_saga(a.saga_id), "resumed")
+    if a.saga_id or a.wait:
+        print("minisaga saga resume: --all-failed takes no SAGA_ID and no --wait", file=sys.stderr)
+        return EXIT_USAGE
+    resumed: list[str] = []
+    token = ""
+    while True:
+        page = cmd.client.resume_sagas(page_size=a.page_size, page_token=token, **filters)
+        resumed.extend(page.saga_ids)
+        token = page.next_page_token
+        if not token:
+            break
+    if cmd.json:
+        cmd.print(to_json(pb.ResumeSagasResponse(saga_ids=resumed)))
+        return EXIT_OK
+    cmd.print(f"resumed {len(resumed)} FAILED saga{'' if len(resumed) == 1 else 's'}")
+    if resumed:
+        cmd.print("they compensate in the background: minisaga saga list --status compensating")
+    return EXIT_OK
 
 
 def saga_cancel(cmd: Command) -> int:
@@ -574,6 +603,27 @@ def _status_value(name: str | None) -> pb.SagaStatus.ValueType | None:
     return None if not name else pb.SagaStatus.Value(f"SAGA_STATUS_{name.upper()}")
 
 
+def _add_list_filters(parser: argparse.ArgumentParser) -> None:
+    """The filters of `saga list` besides --status (LIST_FILTERS)."""
+    parser.add_argument("--saga-type", default="", help="only sagas of this type (place_order)")
+    parser.add_argument("--order-id", default="", help="only the saga of this order")
+    parser.add_argument("--request-id", default="", help="only the saga of this request id")
+    parser.add_argument(
+        "--created-from",
+        type=_moment,
+        default=None,
+        metavar="TIME",
+        help="only sagas created at or after TIME (ISO 8601; UTC unless it says)",
+    )
+    parser.add_argument(
+        "--created-before",
+        type=_moment,
+        default=None,
+        metavar="TIME",
+        help="only sagas created before TIME (ISO 8601; UTC unless it says)",
+    )
+
+
 def _status_name(text: str) -> str:
     name = text.upper().removeprefix("SAGA_STATUS_")
     if name not in STATUSES:
@@ -696,36 +746,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="only sagas in this status: " + ", ".join(s.lower() for s in STATUSES),
     )
-    listing.add_argument("--saga-type", default="", help="only sagas of this type (place_order)")
-    listing.add_argument("--order-id", default="", help="only the saga of this order")
-    listing.add_argument("--request-id", default="", help="only the saga of this request id")
-    listing.add_argument(
-        "--created-from",
-        type=_moment,
-        default=None,
-        metavar="TIME",
-        help="only sagas created at or after TIME (ISO 8601; UTC unless it says)",
-    )
-    listing.add_argument(
-        "--created-before",
-        type=_moment,
-        default=None,
-        metavar="TIME",
-        help="only sagas created before TIME (ISO 8601; UTC unless it says)",
-    )
+    _add_list_filters(listing)
     listing.add_argument("--page-size", type=int, default=0, help="sagas per page (default 50)")
     listing.add_argument("--page-token", default="", help="the next page, from the last list")
     listing.add_argument("--all", action="store_true", help="every page")
     add(sagas, "watch", saga_watch, "the saga's events as they happen, until it ends").add_argument(
         "saga_id"
     )
-    for name, run, text in (
-        ("resume", saga_resume, "retry the failed compensations of a FAILED saga"),
-        ("cancel", saga_cancel, "stop a running saga; it undoes what it did"),
-    ):
-        sub = add(sagas, name, run, text)
-        sub.add_argument("saga_id")
-        sub.add_argument("--wait", action="store_true", help="wait until the saga ends, show it")
+    resuming = add(
+        sagas,
+        "resume",
+        saga_resume,
+        "retry the failed compensations of a FAILED saga, or with --all-failed of every one",
+    )
+    resuming.add_argument("saga_id", nargs="?", default="")
+    resuming.add_argument("--wait", action="store_true", help="wait until the saga ends, show it")
+    resuming.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="resume every FAILED saga the filters below take (ResumeSagas), page after "
+        "page; prints how many were resumed",
+    )
+    _add_list_filters(resuming)
+    resuming.add_argument(
+        "--page-size", type=int, default=0, help="sagas resumed per call (default 50)"
+    )
+    cancelling = add(sagas, "cancel", saga_cancel, "stop a running saga; it undoes what it did")
+    cancelling.add_argument("saga_id")
+    cancelling.add_argument("--wait", action="store_true", help="wait until the saga ends, show it")
 
     stock = commands.add_parser("stock", help="a product's stock (Inventory)")
     stocks = stock.add_subparsers(dest="stock_command", metavar="COMMAND", required=True)

@@ -303,6 +303,32 @@ class _Calls:
         return _unary(ORCHESTRATOR, lambda s: s.ResumeSaga, request, timeout).then(lambda r: r.saga)
 
     @_Rpc
+    def resume_sagas(
+        *,
+        saga_type: str = "",
+        order_id: str = "",
+        request_id: str = "",
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> _Unary[pb.ResumeSagasResponse]:
+        """Resumes one page of the FAILED sagas `list_sagas`'s filters take; pass
+        `next_page_token` back (with the same filters) for the next page. The
+        answer names the sagas resumed; a saga already resumed is skipped."""
+        request = pb.ResumeSagasRequest(
+            saga_type=saga_type,
+            order_id=order_id,
+            request_id=request_id,
+            created_from=_timestamp(created_from),
+            created_before=_timestamp(created_before),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _unary(ORCHESTRATOR, lambda s: s.ResumeSagas, request, timeout)
+
+    @_Rpc
     def cancel_saga(saga_id: str, *, timeout: float | None = None) -> _Unary[pb.Saga]:
         """Stops a running saga; it compensates what it did, in the background."""
         request = pb.CancelSagaRequest(saga_id=saga_id)

@@ -267,6 +267,25 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return pb.ResumeSagaResponse(saga=self._view(resumed))
 
     @errors.rpc_errors(DOMAIN)
+    async def ResumeSagas(
+        self, request: pb.ResumeSagasRequest, context: Context
+    ) -> pb.ResumeSagasResponse:
+        if request.page_size < 0:
+            raise errors.invalid_argument(FieldViolation("page_size", "must not be negative"))
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        where = _filter(request, SagaStatus.FAILED)
+        try:
+            page = await self.engine.store.list(where, page_size, request.page_token)
+        except BadPageToken as error:
+            raise errors.invalid_argument(FieldViolation("page_token", str(error))) from error
+        resumed = []
+        for record in page.sagas:
+            after = await self.engine.resume(record.saga_id)
+            if after is not None and after.status is not SagaStatus.FAILED:
+                resumed.append(record.saga_id)
+        return pb.ResumeSagasResponse(saga_ids=resumed, next_page_token=page.next_page_token)
+
+    @errors.rpc_errors(DOMAIN)
     async def CancelSaga(
         self, request: pb.CancelSagaRequest, context: Context
     ) -> pb.CancelSagaResponse:
@@ -343,9 +362,11 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
 
 def _filter(
-    request: pb.ListSagasRequest | pb.CountSagasRequest, status: SagaStatus | None
+    request: pb.ListSagasRequest | pb.CountSagasRequest | pb.ResumeSagasRequest,
+    status: SagaStatus | None,
 ) -> SagaFilter:
-    """The store's filter for a ListSagas or CountSagas request; refuses bad fields."""
+    """The store's filter for a ListSagas, CountSagas or ResumeSagas request;
+    refuses bad fields."""
     validation.require_valid(
         validation.check_id("saga_type", request.saga_type, required=False),
         validation.check_id("order_id", request.order_id, required=False),

@@ -94,6 +94,7 @@ TABLE: Final[Mapping[str, frozenset[str]]] = {
     f"{_ORCHESTRATOR}/GetSagaDefinition": _CUSTOMERS,
     # ... repairs for operators.
     f"{_ORCHESTRATOR}/ResumeSaga": _OPERATOR_ONLY,
+    f"{_ORCHESTRATOR}/ResumeSagas": _OPERATOR_ONLY,
     f"{_ORCHESTRATOR}/CancelSaga": _OPERATOR_ONLY,
     # Health for everyone; reflection (with --reflection) for any known identity.
     f"{_HEALTH}/Check": frozenset({ANYONE}),

@@ -76,4 +76,4 @@ is down (a deploy, a failover, an afternoon's incident) is waited for rather
 than handed to a person: 6 hours covers an outage noticed and repaired within a
 working shift, at no more than one attempt a minute per saga. After that the
 saga is FAILED, which then means a person is really needed (ResumeSaga takes
-it up again, with a fresh horizon)."""
+it up again, with a fresh horizon; ResumeSagas every FAILED saga at once)."""

@@ -73,6 +73,35 @@ async def test_a_compensated_order_says_what_failed_and_what_was_undone(cli: Cli
     )
 
 
+async def test_resume_every_failed_saga_at_once(system: System, cli: Cli) -> None:
+    system.payment.faults.error_rate = 1.0  # down longer than the undos' budget
+    system.payment.faults.error_code = grpc.StatusCode.UNAVAILABLE
+    system.payment.faults.methods = frozenset({"Refund"})
+    failed = [saga_id_of((await cli(*ORDER, "--fail-inventory")).out) for _ in range(3)]
+    listed = await cli("saga", "list", "--status", "failed", "--json")
+    assert sorted(s["saga_id"] for s in json.loads(listed.out)["sagas"]) == sorted(failed)
+
+    system.payment.faults.error_rate = 0.0  # Payment is back
+    none = await cli("saga", "resume", "--all-failed", "--saga-type", "no_such_saga")
+    assert (none.code, none.out) == (0, "resumed 0 FAILED sagas\n")
+    resumed = await cli("saga", "resume", "--all-failed", "--page-size", "2")
+    assert resumed.code == 0, resumed.err
+    assert resumed.out.splitlines()[0] == "resumed 3 FAILED sagas"
+
+    async def compensated() -> bool:
+        listed = await cli("saga", "list", "--status", "compensated", "--json")
+        return len(json.loads(listed.out).get("sagas", [])) == 3
+
+    await wait_until(compensated)
+    again = await cli("saga", "resume", "--all-failed", "--json")
+    assert (again.code, json.loads(again.out)) == (0, {})
+
+    both = await cli("saga", "resume", failed[0], "--all-failed")
+    neither = await cli("saga", "resume")
+    assert (both.code, neither.code) == (2, 2)
+    assert "--all-failed" in both.err and "SAGA_ID" in neither.err
+
+
 async def test_find_a_failed_saga_read_it_and_resume_it(system: System, cli: Cli) -> None:
     system.payment.faults.error_rate = 1.0
     system.payment.faults.error_code = grpc.StatusCode.INTERNAL

@@ -79,6 +79,7 @@ def test_the_orchestrator_is_listed_through_reflection(grpcurl: Grpcurl, orchest
         "WatchSaga",
         "GetOrder",
         "ResumeSaga",
+        "ResumeSagas",
         "CancelSaga",
     ):
         assert f"{ORCHESTRATOR}.{rpc}" in methods

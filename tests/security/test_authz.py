@@ -103,7 +103,7 @@ def test_the_table_is_the_one_the_issue_lists() -> None:
     for method in ["PlaceOrder", "StartSaga", "GetSaga", "GetOrder", "WatchSaga", "ListSagas",
                    "CountSagas", "GetSagaDefinition"]:  # fmt: skip
         assert who("orchestrator", method) == {"client", "operator"}
-    for method in ["ResumeSaga", "CancelSaga"]:
+    for method in ["ResumeSaga", "ResumeSagas", "CancelSaga"]:
         assert who("orchestrator", method) == {"operator"}
     for method in ["Check", "Watch", "List"]:
         assert TABLE[f"grpc.health.v1.Health/{method}"] == {ANYONE}

@@ -1072,6 +1072,83 @@ class ResumeSagaResponse(_message.Message):
 Global___ResumeSagaResponse: _TypeAlias = ResumeSagaResponse  # noqa: Y015
 
 @_typing.final
+class ResumeSagasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_TYPE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CREATED_FROM_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    saga_type: _builtins.str
+    """The filters of ListSagasRequest, with the same meaning; only FAILED
+    sagas are resumed. No filter takes every FAILED saga.
+    """
+    order_id: _builtins.str
+    request_id: _builtins.str
+    page_size: _builtins.int
+    """At most this many sagas are resumed by this call (default 50, at most 500)."""
+    page_token: _builtins.str
+    """next_page_token from the previous call; empty for the first page. Send the
+    same filters with it. It goes on past the sagas already looked at, so a
+    saga that fails again at once is not resumed twice in one sweep.
+    """
+    @_builtins.property
+    def created_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        saga_type: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        created_from: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before", "created_from", b"created_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before", "created_from", b"created_from", "order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "request_id", b"request_id", "saga_type", b"saga_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSagasRequest: _TypeAlias = ResumeSagasRequest  # noqa: Y015
+
+@_typing.final
+class ResumeSagasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAGA_IDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there are no more FAILED sagas under the filters; otherwise
+    send it back, with the same filters, to resume the next page.
+    """
+    @_builtins.property
+    def saga_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The sagas this call resumed (FAILED, now COMPENSATING), newest first;
+        their compensations run in the background.
+        """
+
+    def __init__(
+        self,
+        *,
+        saga_ids: _abc.Iterable[_builtins.str] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "saga_ids", b"saga_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSagasResponse: _TypeAlias = ResumeSagasResponse  # noqa: Y015
+
+@_typing.final
 class CancelSagaRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -80,6 +80,11 @@ class OrchestratorServiceStub:
                 request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagaRequest.SerializeToString,
                 response_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagaResponse.FromString,
                 _registered_method=True)
+        self.ResumeSagas = channel.unary_unary(
+                '/minisaga.orchestrator.v1.OrchestratorService/ResumeSagas',
+                request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagasRequest.SerializeToString,
+                response_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagasResponse.FromString,
+                _registered_method=True)
         self.CancelSaga = channel.unary_unary(
                 '/minisaga.orchestrator.v1.OrchestratorService/CancelSaga',
                 request_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelSagaRequest.SerializeToString,
@@ -162,6 +167,17 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeSagas(self, request, context):
+        """Resumes, as ResumeSaga does, every FAILED saga the filters of ListSagas
+        take (the status is FAILED), a page at a time, newest first: after an
+        outage outlasted the compensations' horizon, one call per page instead of
+        one per saga. Idempotent: a saga already resumed is no longer FAILED and
+        is skipped, so a retried call resumes nothing twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelSaga(self, request, context):
         """Stops a running saga and compensates the steps it has done.
         """
@@ -216,6 +232,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ResumeSaga,
                     request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagaRequest.FromString,
                     response_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagaResponse.SerializeToString,
+            ),
+            'ResumeSagas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSagas,
+                    request_deserializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagasRequest.FromString,
+                    response_serializer=minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagasResponse.SerializeToString,
             ),
             'CancelSaga': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelSaga,
@@ -467,6 +488,33 @@ class OrchestratorService:
             '/minisaga.orchestrator.v1.OrchestratorService/ResumeSaga',
             minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagaRequest.SerializeToString,
             minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSagas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minisaga.orchestrator.v1.OrchestratorService/ResumeSagas',
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagasRequest.SerializeToString,
+            minisaga_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ResumeSagasResponse.FromString,
             options,
             channel_credentials,
             insecure,

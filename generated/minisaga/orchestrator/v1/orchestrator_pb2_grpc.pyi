@@ -66,6 +66,13 @@ class OrchestratorServiceStub:
     """Reads an order and the status of its saga."""
     ResumeSaga: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeSagaRequest, _orchestrator_pb2.ResumeSagaResponse]
     """Retries the compensations of a FAILED saga."""
+    ResumeSagas: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeSagasRequest, _orchestrator_pb2.ResumeSagasResponse]
+    """Resumes, as ResumeSaga does, every FAILED saga the filters of ListSagas
+    take (the status is FAILED), a page at a time, newest first: after an
+    outage outlasted the compensations' horizon, one call per page instead of
+    one per saga. Idempotent: a saga already resumed is no longer FAILED and
+    is skipped, so a retried call resumes nothing twice.
+    """
     CancelSaga: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelSagaRequest, _orchestrator_pb2.CancelSagaResponse]
     """Stops a running saga and compensates the steps it has done."""
 
@@ -105,6 +112,13 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Reads an order and the status of its saga."""
     ResumeSaga: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeSagaRequest, _orchestrator_pb2.ResumeSagaResponse]  # type: ignore[assignment]
     """Retries the compensations of a FAILED saga."""
+    ResumeSagas: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeSagasRequest, _orchestrator_pb2.ResumeSagasResponse]  # type: ignore[assignment]
+    """Resumes, as ResumeSaga does, every FAILED saga the filters of ListSagas
+    take (the status is FAILED), a page at a time, newest first: after an
+    outage outlasted the compensations' horizon, one call per page instead of
+    one per saga. Idempotent: a saga already resumed is no longer FAILED and
+    is skipped, so a retried call resumes nothing twice.
+    """
     CancelSaga: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelSagaRequest, _orchestrator_pb2.CancelSagaResponse]  # type: ignore[assignment]
     """Stops a running saga and compensates the steps it has done."""
 
@@ -195,6 +209,19 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ResumeSagaResponse, _abc.Awaitable[_orchestrator_pb2.ResumeSagaResponse]]:
         """Retries the compensations of a FAILED saga."""
+
+    @_abc_1.abstractmethod
+    def ResumeSagas(
+        self,
+        request: _orchestrator_pb2.ResumeSagasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ResumeSagasResponse, _abc.Awaitable[_orchestrator_pb2.ResumeSagasResponse]]:
+        """Resumes, as ResumeSaga does, every FAILED saga the filters of ListSagas
+        take (the status is FAILED), a page at a time, newest first: after an
+        outage outlasted the compensations' horizon, one call per page instead of
+        one per saga. Idempotent: a saga already resumed is no longer FAILED and
+        is skipped, so a retried call resumes nothing twice.
+        """
 
     @_abc_1.abstractmethod
     def CancelSaga(
