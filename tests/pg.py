@@ -18,13 +18,14 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+
+from tests.harness import free_ports
 
 INSTALL_HINT = "install it with `apt-get install -y postgresql` (`make test` does, as root)"
 START_ATTEMPTS = 3
@@ -44,13 +45,6 @@ def find_bin_dir() -> Path | None:
         return found[0].parent
     on_path = shutil.which("initdb")
     return Path(on_path).parent if on_path else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -135,7 +129,7 @@ def start_cluster() -> PostgresCluster:
         if initdb.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {initdb.stderr.strip()[-2000:]}")
         for attempt in range(1, START_ATTEMPTS + 1):
-            cluster = PostgresCluster(bin_dir, folder, _free_port(), run_as)
+            cluster = PostgresCluster(bin_dir, folder, free_ports(1)[0], run_as)
             options = " ".join(
                 [
                     "-c listen_addresses=127.0.0.1",

@@ -10,18 +10,18 @@ import os
 import re
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sybil import Document, Example, Region
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
 
+from tests.harness import free_ports
 from tests.pg import find_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,16 +228,6 @@ def mismatch(expected: list[str], output: str) -> str:
         if not transcript_pattern([*shown[:count], "…"]).fullmatch(actual):
             return f"the output differs from the page at its line {count}: {shown[count - 1]!r}"
     return "the output goes on past the page's transcript"
-
-
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 MARK = "__docs_test_done__"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -11,7 +10,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,27 +17,9 @@ import pytest
 
 from tests.e2e.conftest import PARTICIPANTS, require_main
 from tests.e2e.grpcurl import Grpcurl
-from tests.harness import ROOT
+from tests.harness import ROOT, free_ports
 
 pytestmark = pytest.mark.slow
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS hands out for port 0, all held open at once so they differ."""
-    with ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def orchestrator_expected() -> bool:
-    try:
-        return importlib.util.find_spec("orchestrator_server.__main__") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 @dataclass
@@ -115,8 +95,7 @@ def gone(pid: int) -> bool:
 
 
 def expected_names() -> list[str]:
-    orchestrator = ["orchestrator", "console"] if orchestrator_expected() else []
-    return [*PARTICIPANTS, *orchestrator]
+    return [*PARTICIPANTS, "orchestrator", "console"]
 
 
 def test_run_all_serves_everything_and_stops_on_sigterm(

@@ -17,8 +17,8 @@ import pytest
 
 from minisaga_client.cli import ADDRESS_ENV, TLS_ENV
 from tests.e2e.grpcurl import EXIT_STATUS_BASE, find_grpcurl
-from tests.e2e.test_run_all import RunAll, free_ports
-from tests.harness import ROOT
+from tests.e2e.test_run_all import RunAll
+from tests.harness import ROOT, free_ports
 
 pytestmark = pytest.mark.slow
 
