@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from service_kit.health import wait_until_serving
+from service_kit.spawn import dying_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,13 +63,13 @@ class Service:
     def start(self) -> None:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args],
+                # SIGKILL if the benchmark itself dies: no service outlives it.
+                dying_with_parent([sys.executable, "-m", self.module, *self.args]),
                 cwd=self.log_path.parent,
                 env={**child_env(), **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
 
     def wait_address(self, deadline: float) -> str:
@@ -121,14 +122,6 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "generated")])
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL me if the benchmark itself dies (Linux)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 @dataclass

@@ -30,6 +30,7 @@ import grpc
 
 from service_kit import flags
 from service_kit.health import wait_until_serving
+from service_kit.spawn import dying_with_parent
 from service_kit.tls import TlsFiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,22 +254,14 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM me if run_all itself is killed (Linux)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def start(child: Child, env: dict[str, str]) -> None:
     child.process = subprocess.Popen(
-        [sys.executable, "-m", child.module, *child.args],
+        # SIGTERM if run_all itself is killed: the services drain and stop.
+        dying_with_parent([sys.executable, "-m", child.module, *child.args], signal.SIGTERM),
         env=env,
         stdin=subprocess.DEVNULL,
         # The console's own "serving on" line: run_all prints its URL with the others.
         stdout=subprocess.DEVNULL if child.url else None,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
 
 
