@@ -158,6 +158,11 @@ def unexpected(error: Exception, where: str) -> ServiceError:
     )
 
 
+def _as_service_error(error: Exception, where: str) -> ServiceError:
+    """A business error as it is; anything else as `unexpected` makes it."""
+    return error if isinstance(error, ServiceError) else unexpected(error, where)
+
+
 async def abort(context: Context, error: ServiceError, domain: str) -> None:
     """Ends the call with `error` as a rich status (raises grpc's AbortError)."""
     status = error.to_status(domain)
@@ -186,11 +191,8 @@ def rpc_errors(
                 return await method(self, request, context)
             except grpc.aio.AbortError:
                 raise  # the handler ended the call itself
-            except ServiceError as error:
-                await abort(context, error, domain)
-                raise AssertionError("abort returned") from error
             except Exception as error:
-                await abort(context, unexpected(error, method.__qualname__), domain)
+                await abort(context, _as_service_error(error, method.__qualname__), domain)
                 raise AssertionError("abort returned") from error
 
         return wrapper
@@ -211,10 +213,8 @@ def stream_errors(
                     yield item
             except grpc.aio.AbortError:
                 raise
-            except ServiceError as error:
-                await abort(context, error, domain)
             except Exception as error:
-                await abort(context, unexpected(error, method.__qualname__), domain)
+                await abort(context, _as_service_error(error, method.__qualname__), domain)
 
         return wrapper
 

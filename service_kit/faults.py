@@ -23,6 +23,7 @@ from service_kit.errors import (
     failed_precondition,
 )
 from service_kit.flags import env_default
+from service_kit.tls import switch
 
 
 class Park:
@@ -133,10 +134,6 @@ def refuse_failure_switches(allowed: bool, **switches: bool) -> None:
         )
 
 
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("", "0", "false", "no", "off")
-
-
 def add_failure_switches_flag(parser: argparse._ActionsContainer, env_prefix: str) -> None:
     """--allow-failure-switches: honour the requests' fail fields (make run sets it)."""
     variable = f"{env_prefix}_ALLOW_FAILURE_SWITCHES"
@@ -152,14 +149,7 @@ def add_failure_switches_flag(parser: argparse._ActionsContainer, env_prefix: st
 
 def failure_switches_allowed(args: argparse.Namespace) -> bool:
     """The value of --allow-failure-switches, or of its environment variable."""
-    value = args.allow_failure_switches
-    if isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word not in TRUE_WORDS + FALSE_WORDS:
-        variable = getattr(value, "variable", "ALLOW_FAILURE_SWITCHES")
-        raise SystemExit(f"{variable}={str(value)!r}: use true or false")
-    return word in TRUE_WORDS
+    return switch(args.allow_failure_switches, "--allow-failure-switches")
 
 
 def add_fault_flags(parser: argparse.ArgumentParser, env_prefix: str) -> None:

@@ -128,7 +128,8 @@ def security_from_args(args: argparse.Namespace) -> Security:
 
 
 def switch(value: object, flag: str) -> bool:
-    """A store_true flag whose default came from an environment variable as a word."""
+    """A store_true flag whose default may come from an environment variable as
+    a word: true/false, 1/0, yes/no, on/off; anything else stops with one line."""
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower()
