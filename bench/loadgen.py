@@ -6,6 +6,8 @@ It reads one JSON spec (`Spec`) on stdin and writes JSON lines on stdout:
 
 - "orchestrated": closed-loop workers (one per unit of concurrency) call
   PlaceOrder on one channel to the orchestrator, for a bounded time and count.
+- "inmemory": as "orchestrated", against bench.inmemory (the orchestrator
+  that keeps nothing), the second baseline.
 - "direct": the baseline. The same orders, but the client itself calls the
   participants in sequence, Charge → Reserve → CreateShipment, and on a
   failure compensates the steps done in reverse (Release, Refund): no
@@ -325,7 +327,7 @@ async def load(spec: Spec) -> dict[str, Any]:
     try:
         await clients.ready()
         tally = Tally()
-        build = orchestrated if spec.mode == "orchestrated" else direct
+        build = direct if spec.mode == "direct" else orchestrated  # inmemory: same contract
         one = build(clients, spec, tally)
         counter = itertools.count()
         if spec.warmup:  # connections, caches, the product check: not measured

@@ -6,8 +6,14 @@ VmHWM, is that run's peak):
 
 1. direct: the load generator calls Payment, Inventory and Shipping in
    sequence itself (the practical limit: no orchestrator, no log);
-2. orchestrated: the load generator calls PlaceOrder on the orchestrator,
+2. inmemory: the load generator calls PlaceOrder on bench.inmemory, the
+   simplest orchestrator (plain grpc.aio, nothing written, no retries): what
+   a hand-written saga runner costs;
+3. orchestrated: the load generator calls PlaceOrder on the orchestrator,
    which runs its defaults (saga log with synchronous=FULL).
+
+With --repeat N each configuration runs N times (interleaved, so a busy spell
+of the machine hits every mode alike) and the comparisons use the medians.
 
 Each run has an unmeasured warm-up, then a measured window of
 --duration-seconds; then every saga of the run is checked against the
@@ -21,6 +27,7 @@ with a saga, or the in-flight case did not get all its sagas in flight.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import queue
@@ -84,8 +91,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
-        default=["direct", "orchestrated"],
-        help="direct, orchestrated or both (default both)",
+        default=["direct", "inmemory", "orchestrated"],
+        help="any of direct, inmemory, orchestrated (default all three)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each configuration; comparisons use the medians (default 1)",
     )
     parser.add_argument(
         "--max-sagas",
@@ -167,14 +180,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.observability_concurrency = 16 if args.quick else 64
     if not 0 <= args.observability_concurrency <= 4096:
         parser.error("--observability-concurrency must be in [0, 4096]")
+    if not 1 <= args.repeat <= 10:
+        parser.error("--repeat must be in [1, 10]")
     if args.duration_seconds <= 0 or args.duration_seconds > 600:
         parser.error("--duration-seconds must be in (0, 600]")
     if any(not 1 <= c <= 4096 for c in args.concurrency):
         parser.error("--concurrency values must be in [1, 4096]")
     if any(not 0.0 <= r < 1.0 for r in args.failure_rates):
         parser.error("--failure-rates must be in [0, 1)")
-    if not set(args.modes) <= {"direct", "orchestrated"} or not args.modes:
-        parser.error("--modes takes direct, orchestrated or both")
+    if not set(args.modes) <= {"direct", "inmemory", "orchestrated"} or not args.modes:
+        parser.error("--modes takes direct, inmemory and/or orchestrated")
     if not 2 <= args.in_flight_sagas <= 100_000:
         parser.error("--in-flight-sagas must be in [2, 100000]")
     if args.in_flight_latency_ms < 10_000:
@@ -262,7 +277,7 @@ def run_configuration(
     warmup = max(10 if args.quick else 20, 2 * concurrency)
     with cluster(
         folder,
-        orchestrator=mode == "orchestrated",
+        orchestrator="inmemory" if mode == "inmemory" else mode == "orchestrated",
         tls_dir=tls_dir,
         extra_args=extra_args,
         env=env,
@@ -435,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "failure_rates": args.failure_rates,
             "modes": args.modes,
+            "repeat": args.repeat,
             "quick": args.quick,
             "profile": args.profile,
             "processes": "fresh services for every configuration; peak RSS is VmHWM",
@@ -448,10 +464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for rate in args.failure_rates:
             for concurrency in args.concurrency:
-                for mode in args.modes:
+                for repeat, mode in itertools.product(range(args.repeat), args.modes):
                     label = f"{mode} c={concurrency} fail={100 * rate:.0f}%"
+                    if args.repeat > 1:
+                        label += f" run {repeat + 1}/{args.repeat}"
                     print(f"running {label} …", file=sys.stderr, flush=True)
-                    run = run_configuration(args, workdir, mode, concurrency, rate)
+                    tag = f"-r{repeat + 1}" if args.repeat > 1 else ""
+                    run = run_configuration(args, workdir, mode, concurrency, rate, tag=tag)
                     results["runs"].append(run)
                     if not run["passed"]:
                         problems.append(
@@ -522,16 +541,25 @@ def render(results: dict[str, Any]) -> str:
             "## Runs",
             "",
             "Orchestrated rows run the orchestrator's defaults (saga log in SQLite, WAL, "
-            "synchronous=FULL); direct rows call the participants in sequence with no "
-            "orchestrator and no log. CPU is per saga of the measured window; peak RSS is "
-            "VmHWM of that run's fresh process. errors counts failed calls and sagas that "
-            "ended other than their order asked; check is every saga against the participants.",
+            "synchronous=FULL); inmemory rows run bench.inmemory, a plain grpc.aio "
+            "orchestrator that keeps nothing and retries nothing; direct rows call the "
+            "participants in sequence with no orchestrator and no log. CPU is per saga of "
+            "the measured window; peak RSS is VmHWM of that run's fresh process. errors "
+            "counts failed calls and sagas that ended other than their order asked; check "
+            "is every saga against the participants.",
             "",
             report.runs_table(results["runs"]),
             "",
         ]
     if results.get("comparisons"):
-        parts += ["## Orchestrated / direct", "", report.comparison_table(results["comparisons"])]
+        parts += [
+            "## Orchestrated / its baselines",
+            "",
+            "Medians of the runs of each configuration. The targets hold at "
+            f"concurrency {report.TARGET_CONCURRENCY}.",
+            "",
+            report.comparison_table(results["comparisons"]),
+        ]
         parts.append("")
     if "tls" in results:
         tls = results["tls"]

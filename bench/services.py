@@ -158,7 +158,7 @@ def _start_all(services: Sequence[Service], timeout: float) -> None:
 def cluster(
     workdir: Path,
     *,
-    orchestrator: bool,
+    orchestrator: bool | str,
     shipping_args: Sequence[str] = (),
     orchestrator_args: Sequence[str] = (),
     startup_timeout: float = STARTUP_TIMEOUT,
@@ -167,6 +167,9 @@ def cluster(
     env: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """Payment, Inventory, Shipping (and the orchestrator), fresh, with their files in workdir.
+
+    `orchestrator` is False (none), True (minisaga's) or "inmemory" (bench.inmemory,
+    the baseline that keeps nothing: no TLS, no flags but the participants').
 
     With `tls_dir` (what `minisaga certs init` writes) every service serves mTLS
     with its own certificate, and the orchestrator dials the participants with its.
@@ -217,7 +220,18 @@ def cluster(
     try:
         _start_all(participants, startup_timeout)
         services = {s.name: s for s in participants}
-        if orchestrator:
+        if orchestrator == "inmemory":
+            service = Service(
+                "orchestrator",
+                "bench.inmemory",
+                ["--listen", "127.0.0.1:0"]
+                + [f"--{name}={services[name].address}" for name in services],
+                workdir / "orchestrator.log",
+            )
+            started.insert(0, service)
+            _start_all([service], startup_timeout)
+            services = {"orchestrator": service, **services}
+        elif orchestrator:
             service = Service(
                 "orchestrator",
                 "orchestrator_server",

@@ -27,7 +27,7 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| mode | conc | fail | sagas | sagas/s | p50 ms | p95 ms | p99 ms" in done.stdout
-    assert "## Orchestrated / direct" in done.stdout
+    assert "## Orchestrated / its baselines" in done.stdout
     assert "## Sagas in flight at once" in done.stdout
     assert "## mTLS on every hop" in done.stdout
     assert "## Metrics and tracing" in done.stdout
@@ -39,7 +39,7 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     runs = results["runs"]
     assert {(r["mode"], r["concurrency"], r["failure_rate"]) for r in runs} == {
         (mode, concurrency, rate)
-        for mode in ("direct", "orchestrated")
+        for mode in ("direct", "inmemory", "orchestrated")
         for concurrency in (1, 16)
         for rate in (0.0, 0.2)
     }
@@ -56,11 +56,13 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
         for server in ("payment", "inventory", "shipping"):
             assert run["cpu_seconds_per_saga"][server] > 0
             assert run["memory_bytes"][server]["peak_rss"] > 0
-        if run["mode"] == "orchestrated":
+        if run["mode"] in ("orchestrated", "inmemory"):
             assert run["cpu_seconds_per_saga"]["orchestrator"] > 0
         if run["failure_rate"] > 0:  # compensation ran, and the participants agree
             assert check["seen"].get("PAYMENT_STATUS_REFUNDED", 0) > 0
     assert len(results["comparisons"]) == 4
+    for row in results["comparisons"]:  # both baselines beside each orchestrated case
+        assert row["throughput_ratio"] > 0 and row["inmemory_throughput_ratio"] > 0, row
     tls = results["tls"]  # the orchestrated case at c=16 on plaintext, then on mTLS
     assert [tls["plaintext"]["mode"], tls["mtls"]["mode"]] == ["orchestrated", "orchestrated+mTLS"]
     for run in (tls["plaintext"], tls["mtls"]):
