@@ -31,15 +31,21 @@ async def test_a_saga_recorded_as_its_caller_gives_up_is_still_driven(
     try:
         log = system.orchestrator.engine.store
         create = log.create
+        reached = asyncio.Event()
         commit = asyncio.Event()
 
         async def late_create(saga: SagaRecord) -> tuple[SagaRecord, bool]:
+            reached.set()
             await commit.wait()  # the commit outlives the caller's deadline
             return await create(saga)
 
         log.create = late_create  # type: ignore[method-assign]
+        placing = asyncio.create_task(system.place(timeout=0.5, request_id="gave-up"))
+        # The request got as far as the log (on a busy machine the deadline could
+        # otherwise pass before it arrives, and nothing would be recorded at all).
+        await asyncio.wait_for(reached.wait(), 60)
         with pytest.raises(grpc.aio.AioRpcError) as late:
-            await system.place(timeout=0.1, request_id="gave-up")
+            await placing
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         commit.set()
 
