@@ -89,3 +89,10 @@ def configure(level: str, fmt: str = "auto") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Neither format shows the caller's file and line, the thread or the
+    # process: not collecting them saves a stack walk and more on every line
+    # (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -32,7 +32,7 @@ import random
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
@@ -789,26 +789,25 @@ class SagaEngine:
     ) -> AttemptRecord:
         """One RPC: recorded (with the previous attempt's outcome, if unsaved)
         before it is sent. Its own outcome is returned for the next write."""
-        async with self._call_slot(invocation.rpc.participant):
-            return await self._attempt_now(
-                context, record, step, phase, invocation, unsaved, status
-            )
-
-    @contextlib.asynccontextmanager
-    async def _call_slot(self, participant: str) -> AsyncIterator[None]:
-        """One of max_calls_per_participant slots to `participant`, held for an attempt."""
+        # One of max_calls_per_participant slots to the participant, held for the attempt.
+        participant = invocation.rpc.participant
         slots = self._slots.get(participant)
         if slots is None:
             slots = self._slots[participant] = asyncio.Semaphore(
                 self.limits.max_calls_per_participant
             )
-        self._waiting[participant] += 1
-        try:
+        if slots.locked():  # only then is there a wait worth counting
+            self._waiting[participant] += 1
+            try:
+                await slots.acquire()
+            finally:
+                self._waiting[participant] -= 1
+        else:
             await slots.acquire()
-        finally:
-            self._waiting[participant] -= 1
         try:
-            yield
+            return await self._attempt_now(
+                context, record, step, phase, invocation, unsaved, status
+            )
         finally:
             slots.release()
 
@@ -833,7 +832,8 @@ class SagaEngine:
         timeout = min(invocation.retry.attempt_timeout.total_seconds(), lease_left)
         if phase is Phase.ACTION:
             timeout = max(0.001, min(timeout, (record.deadline_ms - now_ms()) / 1000))
-        log.debug("saga attempt sent: %s", attempt.method, extra=_fields(record, attempt))
+        if log.isEnabledFor(logging.DEBUG):  # the fields are built only for a line written
+            log.debug("saga attempt sent: %s", attempt.method, extra=_fields(record, attempt))
         metadata: tuple[tuple[str, str], ...] = (
             ("minisaga-saga-id", record.saga_id),
             ("minisaga-attempt", f"{step.name}/{phase.value}/{number}"),
@@ -888,7 +888,8 @@ class SagaEngine:
             self.metrics.attempt_duration.labels(
                 record.saga_type, step.name, phase.value, attempt.code
             ).observe(loop_time() - started)
-        log.debug("saga attempt returned: %s", attempt.method, extra=_fields(record, attempt))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("saga attempt returned: %s", attempt.method, extra=_fields(record, attempt))
         self._checkpoint(f"{phase.value}-rpc-returned")
         return attempt
 
