@@ -102,8 +102,15 @@ async def test_a_saga_stopped_mid_call_is_finished_by_recovery_alone(
     try:
         system.inventory.faults.methods = frozenset({method})
         system.inventory.faults.latency_ms = int(HANGS.total_seconds() * 1000)
-        placed = await system.place(timeout=0.5, **order)
-        saga_id = placed.saga_id
+        # In the background: its reply waits for a call that hangs, and a short
+        # deadline raced against a busy machine could fail the test by itself.
+        system.place_in_background(**order)
+
+        async def the_saga() -> str | None:
+            sagas = (await system.api.ListSagas(pb.ListSagasRequest())).sagas
+            return sagas[0].saga_id if sagas else None
+
+        saga_id = await wait_until(the_saga)
 
         async def in_the_hanging_call() -> bool:
             saga = await system.saga(saga_id)
