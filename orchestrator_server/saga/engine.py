@@ -199,6 +199,9 @@ class SagaEngine:
         self._rng = rng or random.Random()
         self._tasks: dict[str, asyncio.Task[SagaRecord | None]] = {}
         self._live: dict[str, SagaRecord] = {}  # the runner's own copy of each saga in flight
+        # The first attempt of each saga just created here, recorded with the
+        # saga itself and not yet sent: its runner sends it without a write.
+        self._prerecorded: dict[str, AttemptRecord] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._cancels: dict[str, asyncio.Event] = {}
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
@@ -304,6 +307,11 @@ class SagaEngine:
             updated_at_ms=now,
             deadline_ms=now + int(definition.deadline.total_seconds() * 1000),
         )
+        if definition.steps:  # written with the saga: one write fewer per saga
+            first = definition.steps[0]
+            record.attempts.append(
+                AttemptRecord(first.name, Phase.ACTION, 1, first.action.rpc.method, now)
+            )
         span = None
         if self._tracer is not None:
             span = self._root_span(record)
@@ -350,6 +358,8 @@ class SagaEngine:
                 span.set_attribute("saga.replayed", True)
                 span.end()
             if created:
+                if record.attempts:
+                    self._prerecorded[record.saga_id] = record.attempts[0]
                 if span is not None:
                     self._spans[record.saga_id] = span
                 if self.metrics is not None:
@@ -529,6 +539,7 @@ class SagaEngine:
             del self._tasks[saga_id]
             self._live.pop(saga_id, None)
             self._cancels.pop(saga_id, None)
+            self._prerecorded.pop(saga_id, None)
         if task.cancelled():
             return
         if isinstance(task.exception(), LeaseLost):
@@ -603,7 +614,8 @@ class SagaEngine:
             return record
         self._undriven.pop(saga_id, None)
         self._live[saga_id] = record
-        if any(a.code is None for a in record.attempts):
+        pending = self._prerecorded.get(saga_id)
+        if any(a.code is None and a is not pending for a in record.attempts):
             # Only this task makes attempts for this saga: these are from before a crash.
             now = now_ms()
             await self.store.close_unrecorded_attempts(saga_id, now, UNRECORDED)
@@ -655,7 +667,7 @@ class SagaEngine:
             while True:
                 stop = self._stop_cause(step, record, cancel)
                 if stop is not None:
-                    return stop, unsaved
+                    return stop, unsaved or self._never_sent(record)
                 tries += 1
                 attempt = await self._attempt(
                     context, record, step, Phase.ACTION, step.action, unsaved
@@ -822,9 +834,16 @@ class SagaEngine:
         status: StatusChange | None,
     ) -> AttemptRecord:
         request = invocation.build(context)
-        number = len(record.attempts_of(step.name, phase)) + 1
-        attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())
-        await self._write(record, finished=unsaved, begun=attempt, status=status)
+        attempt = self._prerecorded.pop(record.saga_id, None)
+        if attempt is not None and (attempt.step, attempt.phase) == (step.name, phase):
+            number = attempt.number  # recorded with the saga: nothing to write first
+            if unsaved is not None or status is not None:
+                await self._write(record, finished=unsaved, status=status)
+        else:
+            assert attempt is None, "a saga's first attempt is its first step's action"
+            number = len(record.attempts_of(step.name, phase)) + 1
+            attempt = AttemptRecord(step.name, phase, number, invocation.rpc.method, now_ms())
+            await self._write(record, finished=unsaved, begun=attempt, status=status)
         self._checkpoint(f"{phase.value}-attempt-recorded")
         lease_left = self.store.lease_left(record.saga_id)
         if lease_left <= 0:  # we were paused past our lease: another replica may own it
@@ -891,6 +910,16 @@ class SagaEngine:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("saga attempt returned: %s", attempt.method, extra=_fields(record, attempt))
         self._checkpoint(f"{phase.value}-rpc-returned")
+        return attempt
+
+    def _never_sent(self, record: SagaRecord) -> AttemptRecord | None:
+        """The first attempt recorded with the saga, when the saga stops before
+        sending it (cancelled at once): closed like one cut short by a crash,
+        so the step is undone to be safe (an undo of nothing is harmless)."""
+        attempt = self._prerecorded.pop(record.saga_id, None)
+        if attempt is not None:
+            attempt.code, attempt.finished_at_ms = UNRECORDED, now_ms()
+            attempt.message = "not sent: the saga stopped before its first call"
         return attempt
 
     def _retrying(self, record: SagaRecord, attempt: AttemptRecord) -> None:

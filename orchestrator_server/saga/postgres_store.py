@@ -244,14 +244,21 @@ class PostgresSagaStore:
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
         started = self._clock()
         async with self.pool.acquire() as conn:
+            # One statement, one round trip: the saga and the attempts it
+            # carries (the attempts' insert sees only the saga row just made).
             epoch = await conn.fetchval(
-                "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
-                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms,"
+                "WITH s AS (INSERT INTO sagas (saga_id, saga_type, business_key, request_id,"
+                " input, status, created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms,"
                 " lease_owner, lease_epoch, lease_expires_at, trace_id, trace_span_id,"
                 " saga_version)"
                 f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, {_EXPIRY % 11}, $12, $13,"
                 " $14)"
-                " ON CONFLICT (request_id) DO NOTHING RETURNING lease_epoch",
+                " ON CONFLICT (request_id) DO NOTHING RETURNING saga_id, lease_epoch),"
+                " a AS (INSERT INTO attempts (saga_id, step, phase, number, method,"
+                " started_at_epoch_ms)"
+                " SELECT s.saga_id, b.* FROM s,"
+                " unnest($15::text[], $16::text[], $17::int[], $18::text[], $19::bigint[]) AS b)"
+                " SELECT lease_epoch FROM s",
                 saga.saga_id,
                 saga.saga_type,
                 saga.business_key,
@@ -266,6 +273,11 @@ class PostgresSagaStore:
                 saga.trace_id,
                 saga.trace_span_id,
                 saga.saga_version,
+                [a.step for a in saga.attempts],
+                [a.phase.value for a in saga.attempts],
+                [a.number for a in saga.attempts],
+                [a.method for a in saga.attempts],
+                [a.started_at_ms for a in saga.attempts],
             )
             if epoch is not None:
                 if not saga.status.terminal:

@@ -193,6 +193,8 @@ class SqliteSagaStore:
                     saga.saga_version,
                 ),
             )
+            for attempt in saga.attempts:
+                _insert_attempt(conn, saga.saga_id, attempt)
             return saga, True
 
         return await self.db.run(create)  # shed when the queue is full
@@ -230,18 +232,7 @@ class SqliteSagaStore:
                     ),
                 )
             if begun is not None:
-                conn.execute(
-                    "INSERT INTO attempts (saga_id, step, phase, number, method,"
-                    " started_at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        saga_id,
-                        begun.step,
-                        begun.phase.value,
-                        begun.number,
-                        begun.method,
-                        begun.started_at_ms,
-                    ),
-                )
+                _insert_attempt(conn, saga_id, begun)
             if status is not None:
                 _change_status(conn, saga_id, status)
 
@@ -427,4 +418,12 @@ def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
         failures=failures,
         trace_id=row["trace_id"],
         trace_span_id=row["trace_span_id"],
+    )
+
+
+def _insert_attempt(conn: sqlite3.Connection, saga_id: str, begun: AttemptRecord) -> None:
+    conn.execute(
+        "INSERT INTO attempts (saga_id, step, phase, number, method, started_at_epoch_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (saga_id, begun.step, begun.phase.value, begun.number, begun.method, begun.started_at_ms),
     )

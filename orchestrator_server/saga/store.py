@@ -234,7 +234,9 @@ class SagaStore(Protocol):
     """
 
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
-        """Inserts saga, or returns the saga already made for its request_id.
+        """Inserts saga, with the attempts it carries (the first step's first
+        attempt, begun at creation: one write fewer), or returns the saga
+        already made for its request_id.
 
         Returns (record, created). Raises IdempotencyConflict when the
         request_id belongs to a saga with a different input.
