@@ -50,6 +50,7 @@ from orchestrator_server.saga.store import (
     AttemptRecord,
     Cause,
     CompensationFailure,
+    IdempotencyConflict,
     LeaseLost,
     Phase,
     Renewal,
@@ -292,7 +293,18 @@ class SagaEngine:
             if problem is not None:
                 raise ValueError(problem)
         if self.in_flight >= self.limits.max_sagas_in_flight:
-            raise SagaLimitReached(self.in_flight, self.limits.max_sagas_in_flight)
+            # A resent request adds no saga: it gets its saga back, not a refusal
+            # (a client that timed out while we were full would never learn it).
+            existing = await self.store.load_by_request_id(request_id) if request_id else None
+            if existing is None:
+                raise SagaLimitReached(self.in_flight, self.limits.max_sagas_in_flight)
+            if existing.saga_type != definition.name or existing.input != (
+                saga_input.SerializeToString(deterministic=True)
+            ):
+                raise IdempotencyConflict(existing)
+            if not existing.status.terminal:
+                self.drive(existing.saga_id)  # a no-op if it runs here
+            return existing, False
         now = now_ms()
         chosen = saga_id or str(uuid.uuid4())
         record = SagaRecord(

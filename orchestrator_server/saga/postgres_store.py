@@ -299,6 +299,10 @@ class PostgresSagaStore:
         async with self.pool.acquire() as conn:
             return await _load_where(conn, "s.business_key = $1", business_key)
 
+    async def load_by_request_id(self, request_id: str) -> SagaRecord | None:
+        async with self.pool.acquire() as conn:
+            return await _load_where(conn, "s.request_id = $1", request_id)
+
     # --- ownership ----------------------------------------------------------
 
     async def claim(self, saga_id: str) -> SagaRecord | None:

@@ -205,6 +205,9 @@ class SqliteSagaStore:
     async def load_by_business_key(self, business_key: str) -> SagaRecord | None:
         return await self._run(lambda conn: _load_where(conn, "business_key = ?", (business_key,)))
 
+    async def load_by_request_id(self, request_id: str) -> SagaRecord | None:
+        return await self._run(lambda conn: _load_where(conn, "request_id = ?", (request_id,)))
+
     async def write(
         self,
         saga_id: str,

@@ -274,6 +274,8 @@ class SagaStore(Protocol):
 
     async def load_by_business_key(self, business_key: str) -> SagaRecord | None: ...
 
+    async def load_by_request_id(self, request_id: str) -> SagaRecord | None: ...
+
     async def write(
         self,
         saga_id: str,

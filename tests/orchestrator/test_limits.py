@@ -71,6 +71,46 @@ async def test_above_max_sagas_in_flight_place_order_is_refused_and_writes_nothi
         await system.close()
 
 
+async def test_a_resent_place_order_gets_its_saga_back_while_the_orchestrator_is_full(
+    tmp_path: Path, store: str
+) -> None:
+    """A client whose PlaceOrder timed out resends it with the same request_id:
+    that adds no saga, so it is answered with its saga, not shed; a new order is."""
+    system = await start_system(tmp_path, store, engine_limits=EngineLimits(max_sagas_in_flight=1))
+    try:
+        reserve = system.inventory.faults.park("Reserve")
+        placing = system.place_in_background(request_id="order-1")
+        (saga_id,) = await reserve.reached(1)
+
+        other = await rpc_error(system.place(request_id="order-2"))
+        assert_rejected(other, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED")
+        reused = await rpc_error(system.place(request_id="order-1", quantity=3))
+        assert reused.code() == grpc.StatusCode.ALREADY_EXISTS  # same key, another order
+        # The resend as the service makes it, answered at once (the RPC would
+        # wait for the parked saga): its saga, not a refusal.
+        engine = system.orchestrator.engine
+        order = pb.PlaceOrderRequest(
+            product_id="apple",
+            quantity=2,
+            amount=1200,
+            address="1-2-3 Shibuya, Tokyo",
+            request_id="order-1",
+        )
+        record, created = await engine.start(
+            engine.definition("place_order"), order, request_id="order-1"
+        )
+        assert (record.saga_id, created) == (saga_id, False)
+        assert await sagas(system) == 1
+
+        again = system.place_in_background(request_id="order-1")
+        reserve.release()
+        first, second = await placing, await again
+        assert first.saga_id == second.saga_id == saga_id
+        assert first.status == second.status == pb.SAGA_STATUS_COMPLETED
+    finally:
+        await system.close()
+
+
 async def test_calls_to_one_participant_wait_for_a_slot(tmp_path: Path) -> None:
     system = await start_system(tmp_path, engine_limits=EngineLimits(max_calls_per_participant=1))
     try:
