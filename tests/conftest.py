@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from minisaga.loyalty.v1 import loyalty_pb2, loyalty_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
+from examples.loyalty.service import SCHEMA as LOYALTY_SCHEMA
+from examples.loyalty.service import LoyaltyService
 from inventory_server.service import SCHEMA as INVENTORY_SCHEMA
 from inventory_server.service import InventoryService, seed_stock
 from payment_server.service import SCHEMA as PAYMENT_SCHEMA
@@ -53,6 +56,17 @@ async def start_shipping(path: Path) -> InProcess:
         lambda db, faults: ShippingService(db, faults=faults),
         shipping_pb2_grpc.add_ShippingServiceServicer_to_server,
         shipping_pb2.DESCRIPTOR.services_by_name["ShippingService"].full_name,
+    )
+
+
+async def start_loyalty(path: Path) -> InProcess:
+    """The example's Loyalty server (examples/loyalty/service.py), in this process."""
+    return await serve_in_process(
+        path,
+        LOYALTY_SCHEMA,
+        lambda db, faults: LoyaltyService(db, faults=faults),
+        loyalty_pb2_grpc.add_LoyaltyServiceServicer_to_server,
+        loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name,
     )
 
 

@@ -1,7 +1,7 @@
-"""One interface over the three participants.
+"""One interface over the participants: the three built-in ones and the example's Loyalty.
 
 The rules every participant obeys (docs/design.md §3) are written once as tests
-against `Driver` and run for Payment, Inventory and Shipping alike. A driver
+against `Driver` and run for Payment, Inventory, Shipping and Loyalty alike. A driver
 talks real gRPC to an in-process server; `snapshot()` reads the server's own
 SQLite file, so "nothing written" is checked on the tables themselves.
 """
@@ -17,11 +17,12 @@ from typing import Any, ClassVar
 
 import grpc
 from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from minisaga.loyalty.v1 import loyalty_pb2, loyalty_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
 from service_kit.faults import FaultConfig
-from tests.conftest import start_inventory, start_payment, start_shipping
+from tests.conftest import start_inventory, start_loyalty, start_payment, start_shipping
 from tests.harness import InProcess
 
 
@@ -244,6 +245,59 @@ class ShippingDriver(Driver):
         return [s.saga_id for s in response.shipments], response.next_page_token
 
 
+class LoyaltyDriver(Driver):
+    """The fourth participant of examples/loyalty/: it obeys the same rules."""
+
+    name = "loyalty"
+    service = loyalty_pb2.DESCRIPTOR.services_by_name["LoyaltyService"].full_name
+    action, compensation = "AwardPoints", "RevokePoints"
+    id_prefix = "pts_"
+    done, undone = "AWARDED", "REVOKED"
+    outcome_undone, outcome_already, outcome_nothing = (
+        "REVOKED",
+        "ALREADY_REVOKED",
+        "NOTHING_TO_REVOKE",
+    )
+    tables = ("awards",)
+    other_params: ClassVar[dict[str, Any]] = {"points": 13}
+    big_field = "order_id"
+
+    def __init__(self, server: InProcess) -> None:
+        super().__init__(server)
+        self.stub = loyalty_pb2_grpc.LoyaltyServiceStub(server.channel)
+
+    @staticmethod
+    def _record(award: loyalty_pb2.Award) -> Record:
+        status = loyalty_pb2.AwardStatus.Name(award.status)
+        return Record(award.award_id, _suffix(status, "AWARD_STATUS_"))
+
+    async def act(self, saga_id: str, **fields: Any) -> Acted:
+        params: dict[str, Any] = {
+            "order_id": "ord_1",
+            "points": 12,
+            "shipment_id": "shp_1",
+            **fields,
+        }
+        request = loyalty_pb2.AwardPointsRequest(saga_id=saga_id, **params)
+        response = await self.stub.AwardPoints(request)
+        return Acted(self._record(response.award), response.replayed)
+
+    async def compensate(self, saga_id: str) -> tuple[str, Record]:
+        request = loyalty_pb2.RevokePointsRequest(saga_id=saga_id, reason="t")
+        response = await self.stub.RevokePoints(request)
+        outcome = loyalty_pb2.RevokeOutcome.Name(response.outcome)
+        return _suffix(outcome, "REVOKE_OUTCOME_"), self._record(response.award)
+
+    async def _get(self, saga_id: str) -> Record:
+        response = await self.stub.GetAward(loyalty_pb2.GetAwardRequest(saga_id=saga_id))
+        return self._record(response.award)
+
+    async def list_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[str], str]:
+        request = loyalty_pb2.ListAwardsRequest(page_size=page_size, page_token=page_token)
+        response = await self.stub.ListAwards(request)
+        return [a.saga_id for a in response.awards], response.next_page_token
+
+
 async def _start_payment(directory: Path) -> Driver:
     return PaymentDriver(await start_payment(directory / "payment.db"))
 
@@ -257,10 +311,15 @@ async def _start_shipping(directory: Path) -> Driver:
     return ShippingDriver(await start_shipping(directory / "shipping.db"))
 
 
+async def _start_loyalty(directory: Path) -> Driver:
+    return LoyaltyDriver(await start_loyalty(directory / "loyalty.db"))
+
+
 STARTERS: dict[str, Callable[[Path], Awaitable[Driver]]] = {
     "payment": _start_payment,
     "inventory": _start_inventory,
     "shipping": _start_shipping,
+    "loyalty": _start_loyalty,
 }
 
 

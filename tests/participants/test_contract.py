@@ -1,4 +1,5 @@
-"""The rules every participant obeys (docs/design.md §3, §6), run for each of the three."""
+"""The rules every participant obeys (docs/design.md §3, §6), run for each of them
+(the three built-in ones and the example's Loyalty, examples/loyalty/)."""
 
 from __future__ import annotations
 
@@ -177,6 +178,11 @@ BAD_FIELDS: list[tuple[str, str, dict[str, Any], str]] = [
     ("shipping", "empty address", {"address": ""}, "address"),
     ("shipping", "blank address", {"address": "   "}, "address"),
     ("shipping", "over-long address", {"address": "a" * 501}, "address"),
+    ("loyalty", "empty order_id", {"order_id": ""}, "order_id"),
+    ("loyalty", "zero points", {"points": 0}, "points"),
+    ("loyalty", "negative points", {"points": -5}, "points"),
+    ("loyalty", "empty shipment_id", {"shipment_id": ""}, "shipment_id"),
+    ("loyalty", "shipment_id with a space", {"shipment_id": "shp 1"}, "shipment_id"),
 ]
 
 
@@ -214,6 +220,7 @@ async def test_every_bad_field_is_named_at_once(participant: Driver) -> None:
         "payment": {"order_id": "", "amount": 0, "currency": "XYZ"},
         "inventory": {"product_id": "", "quantity": 0},
         "shipping": {"order_id": LONG_ID, "address": ""},
+        "loyalty": {"order_id": "", "points": 0, "shipment_id": LONG_ID},
     }
     fields = everything_wrong[participant.name]
     before = await participant.snapshot()
