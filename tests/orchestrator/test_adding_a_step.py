@@ -38,6 +38,7 @@ from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
+from examples.loyalty.saga import POINTS_PER
 from tests.conftest import start_inventory, start_loyalty, start_payment, start_shipping
 from tests.harness import InProcess, Subprocess, wait_until
 
@@ -278,7 +279,7 @@ async def test_old_sagas_finish_on_version_1_while_new_ones_run_the_added_step(
     ).shipment
     # Built from the earlier steps' outputs: the charge's amount, the shipment's id.
     assert (award.points, award.shipment_id, award.order_id) == (
-        AMOUNT // 100,
+        AMOUNT // POINTS_PER,
         shipment.shipment_id,
         new_ok.order_id,
     )

@@ -1,7 +1,8 @@
-"""docs/writing-a-saga.md shows code from examples/order_v2.py, and that file works:
-every python block of the page is in the file (each top-level part word for
-word), and the file's
-main places an order on place_order version 2 against real participants."""
+"""docs/writing-a-saga.md shows code from examples/order_v2.py and
+examples/loyalty/saga.py, and those files work: every python block of the page
+is in one of them (each top-level part word for word), and order_v2's main
+places an order on place_order version 2 against real participants.
+(tests/orchestrator/test_adding_a_step.py deploys examples/loyalty/saga.py.)"""
 
 from __future__ import annotations
 
@@ -19,15 +20,19 @@ from tests.conftest import start_inventory, start_payment, start_shipping
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "writing-a-saga.md"
 EXAMPLE = ROOT / "examples" / "order_v2.py"
+ADDED_STEP = ROOT / "examples" / "loyalty" / "saga.py"
 
 
 def test_every_python_block_of_the_guide_is_in_the_example() -> None:
     blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.S)
-    source = EXAMPLE.read_text()
-    assert len(blocks) >= 5
+    sources = {path: path.read_text() for path in (EXAMPLE, ADDED_STEP)}
+    shown = {path: 0 for path in sources}
     for block in blocks:
         for part in block.split("\n\n\n"):  # top-level definitions, each word for word
-            assert part in source, f"not in examples/order_v2.py:\n{part}"
+            found = [path for path, source in sources.items() if part in source]
+            assert found, f"not in examples/order_v2.py nor examples/loyalty/saga.py:\n{part}"
+            shown[found[0]] += 1
+    assert shown[EXAMPLE] >= 5 and shown[ADDED_STEP] >= 3, shown
 
 
 async def test_the_example_places_an_order_on_version_2(

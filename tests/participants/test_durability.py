@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from minisaga.loyalty.v1 import loyalty_pb2, loyalty_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
@@ -88,6 +89,45 @@ def test_payment_keeps_every_acknowledged_record_through_sigkill(tmp_path: Path)
         assert (replay.payment.receipt_id, replay.replayed) == (receipts[charged[-1]], True)
         with pytest.raises(grpc.RpcError) as late:
             stub.Charge(payment_pb2.ChargeRequest(saga_id=tombstone, order_id="ord_x", amount=1))
+        assert isinstance(late.value, grpc.Call)
+        assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_the_loyalty_example_keeps_every_acknowledged_record_through_sigkill(
+    tmp_path: Path,
+) -> None:
+    """`python -m examples.loyalty`, as docs/writing-a-saga.md starts it."""
+    db = tmp_path / "loyalty.db"
+    awarded, tombstone = sagas(), str(uuid.uuid4())
+
+    def award(saga_id: str, i: int) -> loyalty_pb2.AwardPointsRequest:
+        return loyalty_pb2.AwardPointsRequest(
+            saga_id=saga_id, order_id=f"ord_{i}", points=10 + i, shipment_id=f"shp_{i}"
+        )
+
+    with serving("examples.loyalty", db, tmp_path) as (process, channel):
+        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+        ids = {
+            saga_id: stub.AwardPoints(award(saga_id, i)).award.award_id
+            for i, saga_id in enumerate(awarded)
+        }
+        for saga_id in awarded[:UNDONE]:
+            stub.RevokePoints(loyalty_pb2.RevokePointsRequest(saga_id=saga_id, reason="undo"))
+        stub.RevokePoints(loyalty_pb2.RevokePointsRequest(saga_id=tombstone))
+        process.kill()
+
+    with serving("examples.loyalty", db, tmp_path) as (_, channel):
+        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+        for i, saga_id in enumerate(awarded):
+            got = stub.GetAward(loyalty_pb2.GetAwardRequest(saga_id=saga_id)).award
+            assert (got.award_id, got.points, got.shipment_id) == (ids[saga_id], 10 + i, f"shp_{i}")
+            assert got.status == (
+                loyalty_pb2.AWARD_STATUS_REVOKED if i < UNDONE else loyalty_pb2.AWARD_STATUS_AWARDED
+            )
+        replay = stub.AwardPoints(award(awarded[-1], ACTIONS - 1))
+        assert (replay.award.award_id, replay.replayed) == (ids[awarded[-1]], True)
+        with pytest.raises(grpc.RpcError) as late:
+            stub.AwardPoints(award(tombstone, 0))
         assert isinstance(late.value, grpc.Call)
         assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
@@ -199,6 +239,7 @@ COMMON_FLAGS = [
             ],
         ),
         ("shipping_server", [], ["127.0.0.1:7004", "data/shipping.db"]),
+        ("examples.loyalty", [], ["127.0.0.1:7005", "data/loyalty.db"]),
     ],
 )
 def test_help_mentions_every_flag(module: str, own_flags: list[str], defaults: list[str]) -> None:
