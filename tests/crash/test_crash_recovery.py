@@ -26,12 +26,14 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import grpc
 import pytest
 from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
+from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
 from tests.crash.system import STOCK, Participants, Scenario, make_orders
 from tests.harness import Subprocess, wait_until
@@ -193,6 +195,41 @@ def _unrecorded_steps(saga: pb.Saga) -> list[str]:
         if execution.phase == pb.STEP_PHASE_ACTION and "UNRECORDED" in codes and "OK" not in codes:
             steps.append(execution.step)
     return steps
+
+
+async def test_a_kill_between_an_output_and_the_step_built_from_it(scenario: Scenario) -> None:
+    """One order, killed at the second output it records: the reserve step's OK
+    outcome and its ReserveResponse are durable, and the ship attempt whose request
+    was built from that output is recorded but was never sent. The restart rebuilds
+    the request from the log alone: the shipment names the reservation."""
+    scenario.orders = scenario.orders[:1]  # an ordinary order: charge, reserve, ship
+    [order] = scenario.orders
+    crash = await scenario.crash_round("output-recorded:2")
+
+    saga_id = crash.log.saga_ids[order.request_id]
+    with closing(sqlite3.connect(f"file:{scenario.db}?mode=ro", uri=True)) as conn:
+        open_attempts = conn.execute(
+            "SELECT step, phase, number FROM attempts WHERE saga_id = ? AND code IS NULL",
+            (saga_id,),
+        ).fetchall()
+        [(reserved,)] = conn.execute(
+            "SELECT output FROM attempts WHERE saga_id = ? AND step = 'reserve' AND code = 'OK'",
+            (saga_id,),
+        ).fetchall()
+    assert open_attempts == [("ship", "action", 1)], open_attempts
+    reservation_id = inventory_pb2.ReserveResponse.FromString(reserved).reservation.reservation_id
+    assert reservation_id.startswith("rsv_")
+
+    await scenario.recover_and_verify()
+
+    async with grpc.aio.insecure_channel(scenario.participants.shipping) as shipping:
+        shipment = await shipping_pb2_grpc.ShippingServiceStub(shipping).GetShipment(
+            shipping_pb2.GetShipmentRequest(saga_id=saga_id)
+        )
+    assert shipment.shipment.reservation_id == reservation_id
+    # Shipping heard only the restart's attempts: the one built before the kill was never sent.
+    ship_calls = [a for _, a, _ in scenario.participants.calls({saga_id}) if a.startswith("ship/")]
+    assert ship_calls and "ship/action/1" not in ship_calls, ship_calls
 
 
 async def test_a_kill_while_both_versions_are_in_flight(scenario: Scenario) -> None:
