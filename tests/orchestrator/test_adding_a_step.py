@@ -52,6 +52,8 @@ FAST_RETRIES = (
     "--initial-backoff-ms", "5",
     "--action-max-backoff-ms", "20",
     "--compensation-max-backoff-ms", "20",
+    # A parked attempt must not time out and be sent again: the test counts them.
+    "--attempt-timeout-ms", "60000",
 )  # fmt: skip
 
 
