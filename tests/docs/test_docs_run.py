@@ -51,6 +51,8 @@ What runs, and how:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,15 +73,19 @@ SKIPPED: list[str] = []
 
 
 @pytest.fixture
-def reader(tmp_path: Path) -> Iterator[Shell]:
+def reader() -> Iterator[Shell]:
     if not docs_shell.has_jq():
         pytest.skip("no jq, which the pages' commands use (make jq installs it)")
-    shell = Shell.start(reader_checkout(tmp_path / "clone"))
+    # Not under tmp_path: another pytest on the machine resets /tmp/pytest-of-*
+    # to 0700, and the pages run PostgreSQL as `postgres`, who must reach the folder.
+    folder = Path(tempfile.mkdtemp(prefix="minisaga-docs-"))
+    shell = Shell.start(reader_checkout(folder / "clone"))
     try:
         yield shell
     finally:
         SKIPPED.extend(shell.skipped)
         shell.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
