@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import grpc
 from service_kit.database import Database
 from service_kit.faults import FaultConfig
 from service_kit.limits import MAX_DB_QUEUE
+from service_kit.ports import free_ports as free_ports  # where the tests have always taken it
 from service_kit.server import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,36 +159,3 @@ async def wait_until(
         if loop.time() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(interval)
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_ports(count: int) -> list[int]:
-    """Free loopback ports for a process that must be told its port in advance
-    (make run's services, PostgreSQL), all different.
-
-    They are picked below the kernel's ephemeral range: the OS never gives
-    those to an outgoing connection, which on a busy machine could otherwise
-    take a port between our pick and the service's bind. Each is checked free
-    by binding it; only another listener could take it after that.
-    """
-    picker = random.Random()  # not the tests' seeded random: two runs must not agree
-    spare = range(20000, max(20001, min(_ephemeral_low(), 32768)))
-    with ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < count:
-            port = picker.choice(spare)
-            if port in ports:
-                continue
-            sock = stack.enter_context(socket.socket())
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            ports.append(port)
-        return ports
