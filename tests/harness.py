@@ -20,10 +20,10 @@ from typing import Any
 
 import grpc
 
+from bench.ports import free_ports as free_ports  # where the tests have always taken it
 from service_kit.database import Database
 from service_kit.faults import FaultConfig
 from service_kit.limits import MAX_DB_QUEUE
-from service_kit.ports import free_ports as free_ports  # where the tests have always taken it
 from service_kit.server import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
-"""The throwaway PostgreSQL of the tests: service_kit/pg_cluster.py, which the
+"""The throwaway PostgreSQL of the tests: bench/postgres.py, which the
 benchmark shares (`python -m bench --store postgresql`)."""
 
-from service_kit.pg_cluster import (
+from bench.postgres import (
     INSTALL_HINT,
     PostgresCluster,
     PostgresUnavailable,

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service_kit.ports import free_ports
+from bench.ports import free_ports
 
 INSTALL_HINT = "install it with `apt-get install -y postgresql` (`make test` does, as root)"
 START_ATTEMPTS = 3
@@ -71,7 +71,7 @@ class PostgresCluster:
 
     async def create_database(self, prefix: str = "minisaga") -> str:
         """A new empty database; returns its URL."""
-        import asyncpg  # the `postgres` extra's: only where a cluster is started
+        import asyncpg  # the `postgres` extra's, which make bench and make test have
 
         name = f"{prefix}_{next(self._names)}"
         conn = await asyncpg.connect(self.url())
