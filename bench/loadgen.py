@@ -5,7 +5,9 @@ It reads one JSON spec (`Spec`) on stdin and writes JSON lines on stdout:
 "window-end"}` when it closes, and last `{"event": "result", ...}`. Modes:
 
 - "orchestrated": closed-loop workers (one per unit of concurrency) call
-  PlaceOrder on one channel to the orchestrator, for a bounded time and count.
+  PlaceOrder on one channel to the orchestrator, for a bounded time and count;
+  with several replicas ("orchestrator", "orchestrator-2", ... sharing a
+  PostgreSQL saga log) the orders go to each in turn.
 - "inmemory": as "orchestrated", against bench.inmemory (the orchestrator
   that keeps nothing), the second baseline.
 - "direct": the baseline. The same orders, but the client itself calls the
@@ -17,7 +19,9 @@ It reads one JSON spec (`Spec`) on stdin and writes JSON lines on stdout:
   with all of them in flight.
 
 After a measured window it reads each server's CPU time and memory from
-/proc, then checks every saga it started against the participants.
+/proc (with `postgres`, also PostgreSQL's own CPU and the statements it ran
+for the window's database, from pg_stat_statements), then checks every saga
+it started against the participants.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
-from bench.procfs import cpu_seconds, memory_bytes
+from bench.procfs import cpu_seconds, memory_bytes, tree_cpu_seconds
 from bench.services import PRODUCT
 
 T = TypeVar("T")
@@ -84,6 +88,11 @@ class Spec:
     in_flight_bound: float = 60.0
     tls: dict[str, str] | None = None
     """mTLS: the "ca", "cert" and "key" files every channel dials with (None: plaintext)."""
+    trees: dict[str, int] = field(default_factory=dict)
+    """Servers that fork per connection (PostgreSQL's postmaster): CPU of the whole tree."""
+    postgres: dict[str, str] | None = None
+    """The saga log's PostgreSQL: "url" of a database to read statistics from and
+    "database", the saga log's, whose statements are counted over the window."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Spec:
@@ -158,11 +167,14 @@ class Clients:
             )
             for name, address in addresses.items()
         }
-        self.orchestrator = (
-            orchestrator_pb2_grpc.OrchestratorServiceStub(self.channels["orchestrator"])
-            if "orchestrator" in self.channels
-            else None
+        replicas = sorted(
+            (name for name in self.channels if name.startswith("orchestrator")),
+            key=lambda name: (len(name), name),  # orchestrator, orchestrator-2, ...
         )
+        self.orchestrators = [
+            orchestrator_pb2_grpc.OrchestratorServiceStub(self.channels[name]) for name in replicas
+        ]
+        self.orchestrator = self.orchestrators[0] if self.orchestrators else None
         self.payment = payment_pb2_grpc.PaymentServiceStub(self.channels["payment"])
         self.inventory = inventory_pb2_grpc.InventoryServiceStub(self.channels["inventory"])
         self.shipping = shipping_pb2_grpc.ShippingServiceStub(self.channels["shipping"])
@@ -181,8 +193,8 @@ class Clients:
 
 
 def orchestrated(clients: Clients, spec: Spec, tally: Tally) -> Callable[[int], Awaitable[None]]:
-    stub = clients.orchestrator
-    assert stub is not None
+    stubs = clients.orchestrators
+    assert stubs
     failing = failing_order(Fraction(spec.failure_rate).limit_denominator(1000))
 
     async def one(i: int) -> None:
@@ -197,7 +209,7 @@ def orchestrated(clients: Clients, spec: Spec, tally: Tally) -> Callable[[int], 
         )
         started = time.perf_counter()
         try:
-            response = await stub.PlaceOrder(request, timeout=spec.call_timeout)
+            response = await stubs[i % len(stubs)].PlaceOrder(request, timeout=spec.call_timeout)
         except grpc.aio.AioRpcError as error:
             tally.error(f"PlaceOrder {describe(error)}")
             return
@@ -316,10 +328,57 @@ async def drive(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def cpu(pids: dict[str, int]) -> dict[str, float]:
-    seconds = {name: cpu_seconds(pid) for name, pid in pids.items()}
+def cpu(spec: Spec) -> dict[str, float]:
+    seconds = {name: cpu_seconds(pid) for name, pid in spec.pids.items()}
+    seconds.update({name: tree_cpu_seconds(pid) for name, pid in spec.trees.items()})
     seconds["loadgen"] = time.process_time()
     return seconds
+
+
+# Statements asyncpg's default pool reset sends with `SELECT pg_advisory_unlock_all()`
+# in one simple-query message: one round trip, four statements in pg_stat_statements.
+RESET_TAIL = ("CLOSE ALL", "UNLISTEN *", "RESET ALL")
+
+
+async def statements(postgres: dict[str, str]) -> dict[str, int]:
+    """Calls so far of each statement run in the saga log's database (pg_stat_statements)."""
+    import asyncpg  # the `postgres` extra's: imported only by runs on PostgreSQL
+
+    conn = await asyncpg.connect(postgres["url"])
+    try:
+        rows = await conn.fetch(
+            "SELECT query, sum(calls)::bigint AS calls FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) GROUP BY query",
+            postgres["database"],
+        )
+    finally:
+        await conn.close()
+    return {str(row["query"]): int(row["calls"]) for row in rows}
+
+
+def statement_summary(before: dict[str, int], after: dict[str, int], sagas: int) -> dict[str, Any]:
+    """Statements and round trips per saga over the window, and the busiest statements.
+
+    Each statement asyncpg sends (a prepared statement's Bind/Execute/Sync, or a
+    simple query such as BEGIN) is one round trip, except the pool's reset,
+    whose four statements travel together. Not counted: a statement's first
+    Parse on each pooled connection (once per connection, not per saga)."""
+    calls = {query: after[query] - before.get(query, 0) for query in after}
+    calls = {query: n for query, n in calls.items() if n > 0}
+    total = sum(calls.values())
+    batched = sum(n for query, n in calls.items() if query.strip().rstrip(";") in RESET_TAIL)
+    per = max(1, sagas)
+    return {
+        "counted_by": "pg_stat_statements calls over the measured window",
+        "statements": total,
+        "round_trips": total - batched,
+        "statements_per_saga": total / per,
+        "round_trips_per_saga": (total - batched) / per,
+        "top": [
+            {"query": " ".join(query.split())[:160], "per_saga": n / per}
+            for query, n in sorted(calls.items(), key=lambda item: -item[1])[:12]
+        ],
+    }
 
 
 async def load(spec: Spec) -> dict[str, Any]:
@@ -338,7 +397,8 @@ async def load(spec: Spec) -> dict[str, Any]:
         measured = Tally()
         one = build(clients, spec, measured)
         loop = asyncio.get_running_loop()
-        cpu_before = cpu(spec.pids)
+        stats_before = await statements(spec.postgres) if spec.postgres else {}
+        cpu_before = cpu(spec)
         emit("window-start")
         started = loop.time()
         async with asyncio.timeout(spec.duration + spec.call_timeout + 10):
@@ -350,9 +410,11 @@ async def load(spec: Spec) -> dict[str, Any]:
                 until=started + spec.duration,
             )
         elapsed = loop.time() - started
-        cpu_after = cpu(spec.pids)
+        cpu_after = cpu(spec)
         memory = {name: memory_bytes(pid) for name, pid in spec.pids.items()}
         emit("window-end")
+        if spec.postgres:
+            stats_after = await statements(spec.postgres)
         result: dict[str, Any] = {
             "sagas": len(measured.latencies),
             "elapsed_seconds": elapsed,
@@ -365,6 +427,10 @@ async def load(spec: Spec) -> dict[str, Any]:
             "memory_bytes": memory,
             "outcomes": dict(Counter(saga.status for saga in measured.sagas)),
         }
+        if spec.postgres:
+            result["postgres"] = statement_summary(
+                stats_before, stats_after, len(measured.latencies)
+            )
         if spec.check:
             result["check"] = await check(clients, spec, warm_sagas + measured.sagas)
         return result

@@ -81,6 +81,17 @@ class PostgresCluster:
             await conn.close()
         return self.url(name)
 
+    def version(self) -> str:
+        """`postgres --version`: "postgres (PostgreSQL) 15.x"."""
+        done = subprocess.run(
+            [str(self.bin_dir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return done.stdout.strip()
+
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args],

@@ -18,6 +18,8 @@ TARGETS: dict[float, dict[str, float]] = {
     0.2: {"inmemory_throughput_min": 0.8, "inmemory_p99_max": 1.5, "direct_throughput_min": 0.65},
 }
 TARGET_CONCURRENCY = 64
+# One orchestrator replica on PostgreSQL against SQLite, throughput at concurrency 64.
+POSTGRES_TARGET = 0.6
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -45,7 +47,10 @@ def summarize_run(
 ) -> dict[str, Any]:
     sagas = int(raw["sagas"])
     elapsed = float(raw["elapsed_seconds"])
-    cpu = raw["cpu_seconds"]
+    cpu = dict(raw["cpu_seconds"])
+    replicas = [name for name in cpu if name.startswith("orchestrator-")]
+    if replicas:  # "orchestrator" is every replica's CPU: what a saga costs in all
+        cpu["orchestrator"] += sum(cpu[name] for name in replicas)
     check = raw.get("check", {})
     return {
         "mode": mode,
@@ -126,6 +131,96 @@ def _meets(row: dict[str, Any], target: dict[str, float]) -> bool:
         "direct_throughput_min": lambda v: row.get("throughput_ratio", 0) >= v,
     }
     return all(checks[name](bound) for name, bound in target.items())
+
+
+def postgres_comparison(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PostgreSQL with one and with two replicas against SQLite, for each
+    (concurrency, failure rate) that has the three orchestrated runs."""
+    by_key: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if not run["mode"].startswith("orchestrated"):
+            continue
+        if run.get("store") == "postgresql":
+            kind = f"pg{run['replicas']}"
+        elif run["mode"] == "orchestrated":
+            kind = "sqlite"
+        else:
+            continue
+        by_key.setdefault((run["concurrency"], run["failure_rate"]), {})[kind] = run
+    rows = []
+    for (concurrency, rate), found in by_key.items():
+        if not {"sqlite", "pg1", "pg2"} <= found.keys():
+            continue
+        sqlite = found["sqlite"]
+        row: dict[str, Any] = {
+            "concurrency": concurrency,
+            "failure_rate": rate,
+            "sqlite_sagas_per_second": sqlite["sagas_per_second"],
+            "sqlite_p99_ms": sqlite["latency_ms"]["p99"],
+            "sqlite_orchestrator_cpu_seconds_per_saga": sqlite["cpu_seconds_per_saga"].get(
+                "orchestrator", math.nan
+            ),
+        }
+        for kind in ("pg1", "pg2"):
+            run = found[kind]
+            row[kind] = {
+                "sagas_per_second": run["sagas_per_second"],
+                "throughput_ratio": _ratio(run["sagas_per_second"], sqlite["sagas_per_second"]),
+                "p99_ms": run["latency_ms"]["p99"],
+                "p99_ratio": _ratio(run["latency_ms"]["p99"], sqlite["latency_ms"]["p99"]),
+                "round_trips_per_saga": run["postgres"]["round_trips_per_saga"],
+                "statements_per_saga": run["postgres"]["statements_per_saga"],
+                "postgres_cpu_seconds_per_saga": run["cpu_seconds_per_saga"].get(
+                    "postgres", math.nan
+                ),
+                "orchestrator_cpu_seconds_per_saga": run["cpu_seconds_per_saga"].get(
+                    "orchestrator", math.nan
+                ),
+            }
+        if concurrency == TARGET_CONCURRENCY:
+            row["target"] = {"pg1_throughput_ratio_min": POSTGRES_TARGET}
+            row["target_met"] = row["pg1"]["throughput_ratio"] >= POSTGRES_TARGET
+        rows.append(row)
+    return rows
+
+
+def postgres_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| conc | fail | SQLite sagas/s | PG1 sagas/s | PG1/SQLite | PG2 sagas/s "
+        "| PG2/SQLite | SQLite p99 ms | p99 PG1/SQLite | p99 PG2/SQLite "
+        "| round trips/saga PG1 | PG2 | PostgreSQL CPU ms/saga PG1 | PG2 "
+        "| orchestrator CPU ms/saga SQLite | PG1 | PG2 (both replicas) | target |",
+        "|---:|---:|" + "---:|" * 15 + "---|",
+    ]
+    for row in rows:
+        one, two = row["pg1"], row["pg2"]
+        target = ""
+        if "target" in row:
+            wanted = f"PG1 >= {row['target']['pg1_throughput_ratio_min']:g}x"
+            target = f"{wanted}: {'met' if row['target_met'] else 'MISSED'}"
+        lines.append(
+            f"| {row['concurrency']} | {100 * row['failure_rate']:.0f}% "
+            f"| {row['sqlite_sagas_per_second']:.0f} | {one['sagas_per_second']:.0f} "
+            f"| {one['throughput_ratio']:.2f} | {two['sagas_per_second']:.0f} "
+            f"| {two['throughput_ratio']:.2f} | {_ms(row['sqlite_p99_ms'])} "
+            f"| {one['p99_ratio']:.2f} | {two['p99_ratio']:.2f} "
+            f"| {one['round_trips_per_saga']:.1f} | {two['round_trips_per_saga']:.1f} "
+            f"| {_cpu_ms(one['postgres_cpu_seconds_per_saga'])} "
+            f"| {_cpu_ms(two['postgres_cpu_seconds_per_saga'])} "
+            f"| {_cpu_ms(row['sqlite_orchestrator_cpu_seconds_per_saga'])} "
+            f"| {_cpu_ms(one['orchestrator_cpu_seconds_per_saga'])} "
+            f"| {_cpu_ms(two['orchestrator_cpu_seconds_per_saga'])} | {target} |"
+        )
+    return "\n".join(lines)
+
+
+def statements_table(run: dict[str, Any]) -> str:
+    """The statements PostgreSQL ran per saga in one run, busiest first."""
+    lines = ["| per saga | statement |", "|---:|---|"]
+    for entry in run["postgres"]["top"]:
+        query = entry["query"].replace("|", "\\|")
+        lines.append(f"| {entry['per_saga']:.2f} | `{query}` |")
+    return "\n".join(lines)
 
 
 def tls_comparison(plaintext: dict[str, Any], mtls: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,13 @@ VmHWM, is that run's peak):
    simplest orchestrator (plain grpc.aio, nothing written, no retries): what
    a hand-written saga runner costs;
 3. orchestrated: the load generator calls PlaceOrder on the orchestrator,
-   which runs its defaults (saga log with synchronous=FULL).
+   which runs its defaults (saga log with synchronous=FULL);
+4. with --store postgresql, beside each orchestrated run: the same on a saga
+   log in a throwaway PostgreSQL (durable settings, bench/postgres.py), with
+   one orchestrator replica and with two sharing it (PlaceOrders alternate
+   between them), each on a fresh database: their throughput and p99 as
+   ratios to SQLite's, PostgreSQL's own CPU per saga, and its statements
+   (round trips) per saga from pg_stat_statements.
 
 With --repeat N each configuration runs N times (interleaved, so a busy spell
 of the machine hits every mode alike) and the comparisons use the medians.
@@ -27,6 +33,7 @@ with a saga, or the in-flight case did not get all its sagas in flight.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import math
@@ -43,6 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import profile, report
+from bench.postgres import PostgresCluster, PostgresUnavailable, start_cluster
 from bench.procfs import machine
 from bench.services import ROOT, ServiceError, child_env, cluster
 
@@ -99,6 +107,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="runs of each configuration; comparisons use the medians (default 1)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: also run each orchestrated case on a saga log in a throwaway "
+        "PostgreSQL started for the run, with one orchestrator replica and with two, and "
+        "compare them to SQLite (needs PostgreSQL's server binaries; default %(default)s)",
     )
     parser.add_argument(
         "--max-sagas",
@@ -190,6 +206,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--failure-rates must be in [0, 1)")
     if not set(args.modes) <= {"direct", "inmemory", "orchestrated"} or not args.modes:
         parser.error("--modes takes direct, inmemory and/or orchestrated")
+    if args.store == "postgresql" and "orchestrated" not in args.modes:
+        parser.error("--store postgresql compares with SQLite's orchestrated runs: keep that mode")
     if not 2 <= args.in_flight_sagas <= 100_000:
         parser.error("--in-flight-sagas must be in [2, 100000]")
     if args.in_flight_latency_ms < 10_000:
@@ -269,18 +287,25 @@ def run_configuration(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     shown: str = "",
+    postgres: PostgresCluster | None = None,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     """One run on fresh services; with `tls_dir`, mTLS on every hop (the load
-    generator dials as the operator, who may place orders and read the records)."""
+    generator dials as the operator, who may place orders and read the records).
+    With `postgres`, the saga log is a fresh database of that server, shared by
+    `replicas` orchestrators."""
     name = f"{mode}{tag}-c{concurrency}-f{failure_rate:g}"
     folder = workdir / name
     warmup = max(10 if args.quick else 20, 2 * concurrency)
+    store = "" if postgres is None else asyncio.run(postgres.create_database("bench"))
     with cluster(
         folder,
         orchestrator="inmemory" if mode == "inmemory" else mode == "orchestrated",
         tls_dir=tls_dir,
         extra_args=extra_args,
         env=env,
+        store=store,
+        replicas=replicas,
     ) as services:
         spec = {
             "tls": None
@@ -299,6 +324,9 @@ def run_configuration(
             "warmup": warmup,
             "max_sagas": args.max_sagas,
         }
+        if postgres is not None:
+            spec["trees"] = {"postgres": postgres.pid}
+            spec["postgres"] = {"url": postgres.url(), "database": store.rsplit("/", 1)[1]}
         sampler: list[subprocess.Popen[bytes]] = []
         raw_profile = args.output.parent / f"profile-{name}.raw.txt"
 
@@ -319,6 +347,14 @@ def run_configuration(
         shown = shown or (f"{mode}+mTLS" if tls_dir is not None else mode)
         summary = report.summarize_run(shown, concurrency, failure_rate, raw)
         summary["orchestrator_settings"] = "defaults (synchronous=FULL)" if mode != "direct" else ""
+        if postgres is not None:
+            summary["store"] = "postgresql"
+            summary["replicas"] = replicas
+            summary["postgres"] = raw["postgres"]
+            plural = "s" if replicas > 1 else ""
+            summary["orchestrator_settings"] = (
+                f"defaults, --store postgresql ({replicas} replica{plural})"
+            )
         for process in sampler:
             try:
                 _, stderr = process.communicate(timeout=args.duration_seconds + 30)
@@ -333,6 +369,58 @@ def run_configuration(
             else:
                 summary["profile"] = {"error": stderr.decode(errors="replace")[-2000:]}
         return summary
+
+
+def run_postgres(
+    args: argparse.Namespace,
+    workdir: Path,
+    postgres: PostgresCluster,
+    concurrency: int,
+    failure_rate: float,
+    tag: str = "",
+) -> list[dict[str, Any]]:
+    """The orchestrated case on PostgreSQL: one replica, then two sharing the log."""
+    return [
+        run_configuration(
+            args,
+            workdir,
+            "orchestrated",
+            concurrency,
+            failure_rate,
+            tag=f"-pg{replicas}{tag}",
+            shown=f"orchestrated+pg{replicas}",
+            postgres=postgres,
+            replicas=replicas,
+        )
+        for replicas in (1, 2)
+    ]
+
+
+def start_postgres() -> PostgresCluster:
+    """The throwaway PostgreSQL of a --store postgresql run: durable (fsync and
+    synchronous_commit on, like SQLite's synchronous=FULL), counting statements."""
+    postgres = start_cluster(
+        durable=True,
+        settings=["shared_preload_libraries=pg_stat_statements", "pg_stat_statements.max=1000"],
+    )
+    try:
+        asyncio.run(_create_statements_view(postgres))
+    except BaseException as error:
+        postgres.stop()
+        if isinstance(error, Exception):  # asyncpg's: the extension is not installed, say
+            raise PostgresUnavailable(f"pg_stat_statements: {error}") from error
+        raise
+    return postgres
+
+
+async def _create_statements_view(postgres: PostgresCluster) -> None:
+    import asyncpg  # the `postgres` extra's, which make bench has
+
+    conn = await asyncpg.connect(postgres.url())
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
 
 
 def run_tls(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -453,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeat": args.repeat,
             "quick": args.quick,
             "profile": args.profile,
+            "store": args.store,
             "processes": "fresh services for every configuration; peak RSS is VmHWM",
         },
         "runs": [],
@@ -461,7 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# minisaga benchmark\n\nmachine: {report.machine_line(host)}\n", flush=True)
     temp = tempfile.mkdtemp(prefix="minisaga-bench-")
     workdir = Path(temp)
+    postgres: PostgresCluster | None = None
     try:
+        if args.store == "postgresql":
+            print("starting a throwaway PostgreSQL …", file=sys.stderr, flush=True)
+            postgres = start_postgres()
+            results["postgres_server"] = postgres.version()
         for rate in args.failure_rates:
             for concurrency in args.concurrency:
                 for repeat, mode in itertools.product(range(args.repeat), args.modes):
@@ -470,15 +564,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         label += f" run {repeat + 1}/{args.repeat}"
                     print(f"running {label} …", file=sys.stderr, flush=True)
                     tag = f"-r{repeat + 1}" if args.repeat > 1 else ""
-                    run = run_configuration(args, workdir, mode, concurrency, rate, tag=tag)
-                    results["runs"].append(run)
-                    if not run["passed"]:
-                        problems.append(
-                            f"{label}: {run['errors']} errors, {run['unexpected_outcomes']} "
-                            f"unexpected outcomes, check {run['check']}; "
-                            f"samples {run['error_samples']}"
-                        )
+                    runs = [run_configuration(args, workdir, mode, concurrency, rate, tag=tag)]
+                    if postgres is not None and mode == "orchestrated":
+                        print(f"running {label} on PostgreSQL, 1 then 2 replicas …",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                        runs += run_postgres(args, workdir, postgres, concurrency, rate, tag)
+                    results["runs"] += runs
+                    for run in runs:
+                        if not run["passed"]:
+                            problems.append(
+                                f"{run['mode']} {label}: {run['errors']} errors, "
+                                f"{run['unexpected_outcomes']} unexpected outcomes, "
+                                f"check {run['check']}; samples {run['error_samples']}"
+                            )
         results["comparisons"] = report.compare(results["runs"])
+        if postgres is not None:
+            results["postgres"] = report.postgres_comparison(results["runs"])
         if args.tls_concurrency:
             print(f"running orchestrated c={args.tls_concurrency}, plaintext then mTLS …",
                   file=sys.stderr, flush=True)  # fmt: skip
@@ -505,9 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["in_flight"] = run_in_flight(args, workdir)
             if not results["in_flight"].get("passed"):
                 problems.append(f"in-flight case: {results['in_flight']}")
+    except PostgresUnavailable as error:
+        problems.append(f"PostgreSQL unavailable: {error}")
     except (ServiceError, RuntimeError, TimeoutError) as error:
         problems.append(f"benchmark stopped: {error}")
     finally:
+        if postgres is not None:
+            postgres.stop()
         results["problems"] = problems
         results["passed"] = not problems
         if args.keep_files:
@@ -561,6 +666,31 @@ def render(results: dict[str, Any]) -> str:
             report.comparison_table(results["comparisons"]),
         ]
         parts.append("")
+    if results.get("postgres"):
+        parts += [
+            "## PostgreSQL saga log / SQLite",
+            "",
+            f"Each orchestrated case again with its saga log on PostgreSQL "
+            f"({results.get('postgres_server', '?')}, started for this run with its durable "
+            "defaults: fsync and synchronous_commit on), a fresh database per run: PG1 is one "
+            "orchestrator replica, PG2 two sharing the database (the load generator sends "
+            "PlaceOrders to each in turn). Round trips per saga are PostgreSQL's statements "
+            "over the measured window (pg_stat_statements), lease renewals and recovery scans "
+            "included; PostgreSQL CPU is its server processes' (procfs); orchestrator CPU is "
+            "every replica's.",
+            "",
+            report.postgres_table(results["postgres"]),
+            "",
+        ]
+        shown = [r for r in results["runs"] if r.get("store") == "postgresql"]
+        busiest = max(shown, key=lambda r: (r["concurrency"], -r["failure_rate"], -r["replicas"]))
+        parts += [
+            f"Statements per saga, {busiest['mode']} c={busiest['concurrency']} "
+            f"fail={100 * busiest['failure_rate']:.0f}%:",
+            "",
+            report.statements_table(busiest),
+            "",
+        ]
     if "tls" in results:
         tls = results["tls"]
         parts += [

@@ -165,6 +165,8 @@ def cluster(
     tls_dir: Path | None = None,
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    store: str = "",
+    replicas: int = 1,
 ) -> Iterator[Cluster]:
     """Payment, Inventory, Shipping (and the orchestrator), fresh, with their files in workdir.
 
@@ -173,7 +175,12 @@ def cluster(
 
     With `tls_dir` (what `minisaga certs init` writes) every service serves mTLS
     with its own certificate, and the orchestrator dials the participants with its.
-    `extra_args` go to every service (--metrics-listen, say), `env` to their environment."""
+    `extra_args` go to every service (--metrics-listen, say), `env` to their environment.
+    `store` is the orchestrator's --store (a postgresql:// URL; "" for its SQLite
+    default); on PostgreSQL, `replicas` orchestrators share it: "orchestrator",
+    "orchestrator-2", ..."""
+    if replicas != 1 and not store:
+        raise ValueError("several orchestrator replicas need a shared store (PostgreSQL)")
     workdir.mkdir(parents=True, exist_ok=True)
 
     def secured(service: Service) -> Service:
@@ -232,35 +239,41 @@ def cluster(
             _start_all([service], startup_timeout)
             services = {"orchestrator": service, **services}
         elif orchestrator:
-            service = Service(
-                "orchestrator",
-                "orchestrator_server",
-                [
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--db",
-                    str(workdir / "orchestrator.db"),
-                    "--payment",
-                    services["payment"].address,
-                    "--inventory",
-                    services["inventory"].address,
-                    "--shipping",
-                    services["shipping"].address,
-                    "--grace-seconds",
-                    GRACE_SECONDS,
-                    "--allow-failure-switches",
-                    *orchestrator_args,
-                ],
-                workdir / "orchestrator.log",
-            )
-            secured(service)
-            started.insert(0, service)
-            _start_all([service], startup_timeout)
-            services = {"orchestrator": service, **services}
+            replica_names = ["orchestrator"] + [f"orchestrator-{n}" for n in range(2, replicas + 1)]
+            orchestrators = [
+                secured(
+                    Service(
+                        name,
+                        "orchestrator_server",
+                        [
+                            "--listen",
+                            "127.0.0.1:0",
+                            "--db",
+                            str(workdir / f"{name}.db"),
+                            *(["--store", store] if store else []),
+                            "--payment",
+                            services["payment"].address,
+                            "--inventory",
+                            services["inventory"].address,
+                            "--shipping",
+                            services["shipping"].address,
+                            "--grace-seconds",
+                            GRACE_SECONDS,
+                            "--allow-failure-switches",
+                            *orchestrator_args,
+                        ],
+                        workdir / f"{name}.log",
+                    )
+                )
+                for name in replica_names
+            ]
+            started[:0] = orchestrators
+            _start_all(orchestrators, startup_timeout)
+            services = {**{s.name: s for s in orchestrators}, **services}
         yield Cluster(services)
     finally:
         deadline = time.monotonic() + STOP_TIMEOUT
-        for service in started:  # the orchestrator first: it calls the others
+        for service in started:  # the orchestrators first: they call the others
             if service.process is not None and service.process.poll() is None:
                 service.process.send_signal(signal.SIGTERM)
         for service in started:
