@@ -10,10 +10,12 @@ Ownership, and why a former owner can never act again:
 - `create` inserts a saga already leased to this replica (epoch 1);
   `claim` takes a lease that is free, expired or already ours, bumping the
   epoch. The store remembers, per saga, the epoch it holds.
-- `write` (and `close_unrecorded_attempts`) runs in one transaction whose
-  first statement is the fence: it extends the lease only where owner AND
-  epoch are still ours. Zero rows means another replica claimed the saga:
-  LeaseLost is raised and the transaction writes nothing. Because an attempt
+- `write` is ONE statement (one round trip, one transaction): its first
+  part is the fence, which extends the lease only where owner AND epoch are
+  still ours, and every other change it makes is conditioned on the fence's
+  row. Zero rows means another replica claimed the saga: LeaseLost is raised
+  and nothing was written. (`close_unrecorded_attempts`, rare, runs the fence
+  and its change as two statements of one transaction.) Because an attempt
   is written ahead of its RPC, a fenced-out owner never records, and so never
   sends, another attempt.
 - `lease_left` is the check right before an RPC is sent, by this process's
@@ -184,9 +186,13 @@ class PostgresSagaStore:
         min_connections: int = 1,
         max_connections: int = 10,
         clock: Callable[[], float] = time.monotonic,
+        on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
         """`clock` is this replica's own monotonic clock (seconds), by which it
-        trusts a lease; tests pass one they can move."""
+        trusts a lease; tests pass one they can move. `on_commit` (metrics) is
+        called after each committed write of the log with its duration in
+        seconds and the writes it committed (one: each is its own transaction;
+        PostgreSQL itself groups concurrent commits into one WAL flush)."""
         if lease_ttl <= timedelta(0):
             raise ValueError("lease_ttl must be positive")
         self.dsn = dsn
@@ -203,10 +209,14 @@ class PostgresSagaStore:
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._leases: dict[str, _Lease] = {}
         self._clock = clock
+        self._on_commit = on_commit
 
     async def open(self) -> PostgresSagaStore:
         pool = await asyncpg.create_pool(
-            self.dsn, min_size=self._min_connections, max_size=self._max_connections
+            self.dsn,
+            min_size=self._min_connections,
+            max_size=self._max_connections,
+            reset=_keep_session,
         )
         try:
             async with pool.acquire() as conn:
@@ -244,6 +254,7 @@ class PostgresSagaStore:
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
         started = self._clock()
         async with self.pool.acquire() as conn:
+            timer = time.perf_counter()
             # One statement, one round trip: the saga and the attempts it
             # carries (the attempts' insert sees only the saga row just made).
             epoch = await conn.fetchval(
@@ -279,6 +290,8 @@ class PostgresSagaStore:
                 [a.method for a in saga.attempts],
                 [a.started_at_ms for a in saga.attempts],
             )
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - timer, 1)
             if epoch is not None:
                 if not saga.status.terminal:
                     self._leases[saga.saga_id] = _Lease(int(epoch), started + self._trusted_for)
@@ -399,38 +412,19 @@ class PostgresSagaStore:
         begun: AttemptRecord | None = None,
         status: StatusChange | None = None,
     ) -> None:
-        async def write(conn: Connection) -> None:
-            if finished is not None:
-                await conn.execute(
-                    "UPDATE attempts SET finished_at_epoch_ms = $1, code = $2, message = $3,"
-                    " reason = $4, output = $9"
-                    " WHERE saga_id = $5 AND step = $6 AND phase = $7 AND number = $8",
-                    finished.finished_at_ms,
-                    finished.code,
-                    finished.message,
-                    finished.reason,
-                    saga_id,
-                    finished.step,
-                    finished.phase.value,
-                    finished.number,
-                    finished.output,
-                )
-            if begun is not None:
-                await conn.execute(
-                    "INSERT INTO attempts (saga_id, step, phase, number, method,"
-                    " started_at_epoch_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                    saga_id,
-                    begun.step,
-                    begun.phase.value,
-                    begun.number,
-                    begun.method,
-                    begun.started_at_ms,
-                )
-            if status is not None:
-                await _change_status(conn, saga_id, status)
-
-        ends = status is not None and status.status.terminal
-        await self._fenced(saga_id, write, ends=ends)
+        lease = self._leases.get(saga_id)
+        if lease is None:
+            raise LeaseLost(f"saga {saga_id}: this replica holds no lease on it")
+        sql, args = _fenced_write(
+            [saga_id, self.owner, lease.epoch], self._ttl_ms, finished, begun, status
+        )
+        started = self._clock()
+        async with self.pool.acquire() as conn:
+            timer = time.perf_counter()
+            fenced = await conn.fetchval(sql, *args)
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - timer, 1)
+        self._after_fence(saga_id, lease, started, fenced=bool(fenced), ends=_ends(status))
 
     async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:
         """Fenced like `write`: only the saga's owner closes its open attempts."""
@@ -471,11 +465,19 @@ class PostgresSagaStore:
                 lease.epoch,
                 self._ttl_ms,
             )
-            if not fenced:
-                if self._leases.get(saga_id) is lease:
-                    del self._leases[saga_id]
-                raise LeaseLost(f"saga {saga_id}: another replica took it over")
-            await changes(conn)
+            if fenced:
+                await changes(conn)
+        self._after_fence(saga_id, lease, started, fenced=bool(fenced), ends=ends)
+
+    def _after_fence(
+        self, saga_id: str, lease: _Lease, started: float, *, fenced: bool, ends: bool
+    ) -> None:
+        """Keeps the lease's bookkeeping after a fenced write: LeaseLost if the fence
+        found it taken (the write changed nothing)."""
+        if not fenced:
+            if self._leases.get(saga_id) is lease:
+                del self._leases[saga_id]
+            raise LeaseLost(f"saga {saga_id}: another replica took it over")
         if ends:
             self._leases.pop(saga_id, None)  # the terminal status cleared the lease
         else:
@@ -580,40 +582,95 @@ async def migrate(conn: Connection) -> list[int]:
         return applied
 
 
-async def _change_status(conn: Connection, saga_id: str, change: StatusChange) -> None:
-    terminal = change.status.terminal
-    await conn.execute(
-        "UPDATE sagas SET status = $1, updated_at_epoch_ms = $2::bigint,"
-        " ended_at_epoch_ms = CASE WHEN $3::boolean THEN $2::bigint ELSE NULL END,"
-        " lease_owner = CASE WHEN $3::boolean THEN NULL ELSE lease_owner END,"
-        " lease_expires_at = CASE WHEN $3::boolean THEN NULL ELSE lease_expires_at END"
-        " WHERE saga_id = $4",
-        change.status.value,
-        change.at_ms,
-        terminal,
-        saga_id,
-    )
-    if change.cause is not None:
-        cause = change.cause
-        await conn.execute(
-            "UPDATE sagas SET cause_step = $1, cause_code = $2, cause_message = $3,"
-            " cause_reason = $4, cause_at_epoch_ms = $5 WHERE saga_id = $6",
-            cause.step,
-            cause.code,
-            cause.message,
-            cause.reason,
-            cause.at_ms,
-            saga_id,
+def _ends(status: StatusChange | None) -> bool:
+    return status is not None and status.status.terminal
+
+
+def _fenced_write(
+    args: list[object],
+    ttl_ms: int,
+    finished: AttemptRecord | None,
+    begun: AttemptRecord | None,
+    status: StatusChange | None,
+) -> tuple[str, list[object]]:
+    """`write` as one statement, and its arguments after `args` ($1 saga_id,
+    $2 owner, $3 epoch).
+
+    The fence is the UPDATE of the saga's row (it carries the status change
+    too: a row is updated once per statement); every other part reads the
+    fence's RETURNING, so it writes nothing when the fence matched no row. One
+    statement is one transaction: all of it is committed, or none. The
+    statement returns whether the fence held."""
+    args = list(args)
+
+    def arg(value: object, cast: str) -> str:
+        args.append(value)
+        return f"${len(args)}::{cast}"
+
+    def expiry() -> str:
+        return f"now() + {arg(ttl_ms, 'bigint')} * interval '1 millisecond'"
+
+    if status is None:
+        sets = [f"lease_expires_at = {expiry()}"]
+    else:
+        at = arg(status.at_ms, "bigint")
+        sets = [f"status = {arg(status.status.value, 'text')}", f"updated_at_epoch_ms = {at}"]
+        if status.status.terminal:  # the saga has ended: nobody owns it any more
+            sets += [f"ended_at_epoch_ms = {at}", "lease_owner = NULL", "lease_expires_at = NULL"]
+        else:
+            sets += ["ended_at_epoch_ms = NULL", f"lease_expires_at = {expiry()}"]
+        if status.cause is not None:
+            cause = status.cause
+            sets += [
+                f"cause_step = {arg(cause.step, 'text')}",
+                f"cause_code = {arg(cause.code, 'text')}",
+                f"cause_message = {arg(cause.message, 'text')}",
+                f"cause_reason = {arg(cause.reason, 'text')}",
+                f"cause_at_epoch_ms = {arg(cause.at_ms, 'bigint')}",
+            ]
+    parts = [
+        f"fence AS (UPDATE sagas SET {', '.join(sets)}"
+        " WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3 RETURNING saga_id)"
+    ]
+    if finished is not None:
+        parts.append(
+            "finished AS (UPDATE attempts SET"
+            f" finished_at_epoch_ms = {arg(finished.finished_at_ms, 'bigint')},"
+            f" code = {arg(finished.code, 'text')}, message = {arg(finished.message, 'text')},"
+            f" reason = {arg(finished.reason, 'text')}, output = {arg(finished.output, 'bytea')}"
+            f" WHERE saga_id = (SELECT saga_id FROM fence) AND step = {arg(finished.step, 'text')}"
+            f" AND phase = {arg(finished.phase.value, 'text')}"
+            f" AND number = {arg(finished.number, 'integer')})"
         )
-    if change.failures:
-        await conn.executemany(
-            "INSERT INTO compensation_failures (saga_id, step, method, code, message,"
-            " attempts, at_epoch_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [
-                (saga_id, f.step, f.method, f.code, f.message, f.attempts, f.at_ms)
-                for f in change.failures
-            ],
+    if begun is not None:
+        parts.append(
+            "begun AS (INSERT INTO attempts (saga_id, step, phase, number, method,"
+            f" started_at_epoch_ms) SELECT saga_id, {arg(begun.step, 'text')},"
+            f" {arg(begun.phase.value, 'text')}, {arg(begun.number, 'integer')},"
+            f" {arg(begun.method, 'text')}, {arg(begun.started_at_ms, 'bigint')} FROM fence)"
         )
+    if status is not None and status.failures:
+        failures = status.failures
+        parts.append(
+            "failures AS (INSERT INTO compensation_failures (saga_id, step, method, code,"
+            " message, attempts, at_epoch_ms) SELECT fence.saga_id, f.step, f.method, f.code,"
+            " f.message, f.attempts, f.at_epoch_ms FROM fence, unnest("
+            f"{arg([f.step for f in failures], 'text[]')}, "
+            f"{arg([f.method for f in failures], 'text[]')}, "
+            f"{arg([f.code for f in failures], 'text[]')}, "
+            f"{arg([f.message for f in failures], 'text[]')}, "
+            f"{arg([f.attempts for f in failures], 'integer[]')}, "
+            f"{arg([f.at_ms for f in failures], 'bigint[]')}) WITH ORDINALITY"
+            " AS f (step, method, code, message, attempts, at_epoch_ms, n) ORDER BY f.n)"
+        )
+    return f"WITH {', '.join(parts)} SELECT EXISTS (SELECT FROM fence)", args
+
+
+async def _keep_session(conn: object) -> None:
+    """The pool's reset: nothing. The store changes no session state (no SET,
+    LISTEN, cursor or session-level advisory lock; open transactions asyncpg
+    rolls back itself), so asyncpg's default reset query would only cost a
+    round trip every time a connection goes back to the pool."""
 
 
 async def _load_where(conn: Connection, where: str, value: object) -> SagaRecord | None:
