@@ -122,7 +122,11 @@ async def open_store(config: OrchestratorConfig, metrics: Metrics | None = None)
         # Imported here: asyncpg comes with the `postgres` extra, not with every install.
         from orchestrator_server.saga.postgres_store import PostgresSagaStore
 
-        store = await PostgresSagaStore(config.store, lease_ttl=config.lease_ttl).open()
+        store = await PostgresSagaStore(
+            config.store,
+            lease_ttl=config.lease_ttl,
+            on_commit=metrics.database.observe if metrics else None,
+        ).open()
         where = urlsplit(config.store)
         log.info(
             "saga log on PostgreSQL %s%s as replica %s (lease %.1fs)",

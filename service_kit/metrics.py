@@ -36,12 +36,14 @@ SAGA_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 
 
 class DatabaseMetrics:
-    """Group commits of service_kit.database.Database (on the orchestrator: the saga log)."""
+    """Group commits of service_kit.database.Database (on the orchestrator: the saga log,
+    whose PostgreSQL store observes each of its transactions too)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.commit_seconds = Histogram(
             "minisaga_db_commit_duration_seconds",
-            "Time of one group commit of the service's database, BEGIN to COMMIT",
+            "Time of one group commit of the service's database, BEGIN to COMMIT (on a "
+            "PostgreSQL saga log: of one write's transaction)",
             buckets=COMMIT_BUCKETS,
             registry=registry,
         )

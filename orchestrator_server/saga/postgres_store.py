@@ -455,18 +455,22 @@ class PostgresSagaStore:
         if lease is None:
             raise LeaseLost(f"saga {saga_id}: this replica holds no lease on it")
         started = self._clock()
-        async with self.pool.acquire() as conn, conn.transaction():
-            fenced = await conn.fetchval(
-                f"UPDATE sagas SET lease_expires_at = {_EXPIRY % 4}"
-                " WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3"
-                " RETURNING true",
-                saga_id,
-                self.owner,
-                lease.epoch,
-                self._ttl_ms,
-            )
-            if fenced:
-                await changes(conn)
+        async with self.pool.acquire() as conn:
+            timer = time.perf_counter()
+            async with conn.transaction():
+                fenced = await conn.fetchval(
+                    f"UPDATE sagas SET lease_expires_at = {_EXPIRY % 4}"
+                    " WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3"
+                    " RETURNING true",
+                    saga_id,
+                    self.owner,
+                    lease.epoch,
+                    self._ttl_ms,
+                )
+                if fenced:
+                    await changes(conn)
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - timer, 1)
         self._after_fence(saga_id, lease, started, fenced=bool(fenced), ends=ends)
 
     def _after_fence(
