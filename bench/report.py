@@ -47,10 +47,11 @@ def summarize_run(
 ) -> dict[str, Any]:
     sagas = int(raw["sagas"])
     elapsed = float(raw["elapsed_seconds"])
-    cpu = dict(raw["cpu_seconds"])
-    replicas = [name for name in cpu if name.startswith("orchestrator-")]
-    if replicas:  # "orchestrator" is every replica's CPU: what a saga costs in all
-        cpu["orchestrator"] += sum(cpu[name] for name in replicas)
+    cpu = raw["cpu_seconds"]  # each process's: orchestrator, orchestrator-2, ...
+    per_saga = {name: (seconds / sagas if sagas else math.nan) for name, seconds in cpu.items()}
+    replicas = [name for name in cpu if name.startswith("orchestrator")]
+    if len(replicas) > 1:  # per saga, "orchestrator" is every replica's: what a saga costs
+        per_saga["orchestrator"] = sum(per_saga[name] for name in replicas)
     check = raw.get("check", {})
     return {
         "mode": mode,
@@ -60,9 +61,7 @@ def summarize_run(
         "elapsed_seconds": elapsed,
         "sagas_per_second": sagas / elapsed if elapsed > 0 else 0.0,
         "latency_ms": latency_summary(raw["latencies_seconds"]),
-        "cpu_seconds_per_saga": {
-            name: (seconds / sagas if sagas else math.nan) for name, seconds in cpu.items()
-        },
+        "cpu_seconds_per_saga": per_saga,
         "cpu_seconds": cpu,
         "memory_bytes": raw["memory_bytes"],
         "errors": int(raw["errors"]),
