@@ -175,7 +175,8 @@ run: $(STAMP)
 
 # The benchmark: fresh services, direct baseline, correctness check,
 # sagas in flight; a Markdown table on stdout, JSON in bench-results/.
-# make bench BENCH_ARGS=--quick for a smoke run; python -m bench --help for the rest.
+# make bench BENCH_ARGS=--quick for a smoke run; BENCH_ARGS='--store postgresql' adds
+# PostgreSQL (one and two replicas) beside SQLite; python -m bench --help for the rest.
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
