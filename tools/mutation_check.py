@@ -488,27 +488,61 @@ def reserve(conn: sqlite3.Connection) -> pb.ReserveResponse:
         "request_id",
     ),
     # --- fencing (PostgreSQL) ------------------------------------------------------
-    mutation(
+    # Both fences: the one statement of `write` and the transaction of `_fenced`.
+    Mutation(
         "fence-ignores-the-owner",
         "fencing by owner",
-        PG,
-        16,
-        '" WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3"\n',
-        '" WHERE saga_id = $1 AND $2::text IS NOT NULL AND lease_epoch = $3"\n',
-        PG_STORE_TESTS,
-        "-k",
-        "fence or fenced or given_up",
+        (
+            Edit(
+                PG,
+                '" WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3'
+                ' RETURNING saga_id)"\n',
+                '" WHERE saga_id = $1 AND $2::text IS NOT NULL AND lease_epoch = $3'
+                ' RETURNING saga_id)"\n',
+                8,
+            ),
+            Edit(
+                PG,
+                '" WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3"\n',
+                '" WHERE saga_id = $1 AND $2::text IS NOT NULL AND lease_epoch = $3"\n',
+                20,
+            ),
+        ),
+        (PG_STORE_TESTS, "-k", "fence or fenced or given_up"),
     ),
-    mutation(
+    Mutation(
         "fence-ignores-the-epoch",
         "fencing by epoch",
-        PG,
-        16,
-        '" WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3"\n',
-        '" WHERE saga_id = $1 AND lease_owner = $2 AND $3::bigint IS NOT NULL"\n',
-        PG_STORE_TESTS,
-        "-k",
-        "stale_epoch",
+        (
+            Edit(
+                PG,
+                '" WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3'
+                ' RETURNING saga_id)"\n',
+                '" WHERE saga_id = $1 AND lease_owner = $2 AND $3::bigint IS NOT NULL'
+                ' RETURNING saga_id)"\n',
+                8,
+            ),
+            Edit(
+                PG,
+                '" WHERE saga_id = $1 AND lease_owner = $2 AND lease_epoch = $3"\n',
+                '" WHERE saga_id = $1 AND lease_owner = $2 AND $3::bigint IS NOT NULL"\n',
+                20,
+            ),
+        ),
+        (PG_STORE_TESTS, "-k", "stale_epoch"),
+    ),
+    Mutation(  # the outcome and the next attempt written whether the fence held or not
+        "fenced-out-write-still-records",
+        "fencing by epoch",
+        (
+            Edit(
+                PG,
+                '" WHERE saga_id = (SELECT saga_id FROM fence) AND step',
+                '" WHERE saga_id = $1 AND step',
+            ),
+            Edit(PG, "'bigint')} FROM fence)\"\n", "'bigint')} FROM sagas WHERE saga_id = $1)\"\n"),
+        ),
+        (PG_STORE_TESTS, "-k", "fenced_out"),
     ),
     mutation(
         "renewal-ignores-the-epoch",
