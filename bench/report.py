@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 SERVERS = ("orchestrator", "payment", "inventory", "shipping")
@@ -134,47 +134,58 @@ def _meets(row: dict[str, Any], target: dict[str, float]) -> bool:
 
 def postgres_comparison(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """PostgreSQL with one and with two replicas against SQLite, for each
-    (concurrency, failure rate) that has the three orchestrated runs."""
-    by_key: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
+    (concurrency, failure rate) that has the three orchestrated runs; with
+    --repeat, on the medians of the repeats."""
+    groups: dict[tuple[int, float], dict[str, list[dict[str, Any]]]] = {}
     for run in runs:
-        if not run["mode"].startswith("orchestrated"):
-            continue
         if run.get("store") == "postgresql":
             kind = f"pg{run['replicas']}"
         elif run["mode"] == "orchestrated":
             kind = "sqlite"
         else:
             continue
-        by_key.setdefault((run["concurrency"], run["failure_rate"]), {})[kind] = run
+        key = (run["concurrency"], run["failure_rate"])
+        groups.setdefault(key, {}).setdefault(kind, []).append(run)
+
+    def median(group: list[dict[str, Any]], figure: Callable[[dict[str, Any]], float]) -> float:
+        return float(statistics.median(figure(run) for run in group))
+
+    def cpu(name: str) -> Callable[[dict[str, Any]], float]:
+        return lambda run: float(run["cpu_seconds_per_saga"].get(name, math.nan))
+
     rows = []
-    for (concurrency, rate), found in by_key.items():
+    for (concurrency, rate), found in groups.items():
         if not {"sqlite", "pg1", "pg2"} <= found.keys():
             continue
-        sqlite = found["sqlite"]
+        sqlite_rate = median(found["sqlite"], lambda r: r["sagas_per_second"])
+        sqlite_p99 = median(found["sqlite"], lambda r: r["latency_ms"]["p99"])
         row: dict[str, Any] = {
             "concurrency": concurrency,
             "failure_rate": rate,
-            "sqlite_sagas_per_second": sqlite["sagas_per_second"],
-            "sqlite_p99_ms": sqlite["latency_ms"]["p99"],
-            "sqlite_orchestrator_cpu_seconds_per_saga": sqlite["cpu_seconds_per_saga"].get(
-                "orchestrator", math.nan
+            "repeats": len(found["sqlite"]),
+            "sqlite_sagas_per_second": sqlite_rate,
+            "sqlite_p99_ms": sqlite_p99,
+            "sqlite_orchestrator_cpu_seconds_per_saga": median(
+                found["sqlite"], cpu("orchestrator")
             ),
         }
         for kind in ("pg1", "pg2"):
-            run = found[kind]
+            group = found[kind]
+            rate_pg = median(group, lambda r: r["sagas_per_second"])
+            p99 = median(group, lambda r: r["latency_ms"]["p99"])
             row[kind] = {
-                "sagas_per_second": run["sagas_per_second"],
-                "throughput_ratio": _ratio(run["sagas_per_second"], sqlite["sagas_per_second"]),
-                "p99_ms": run["latency_ms"]["p99"],
-                "p99_ratio": _ratio(run["latency_ms"]["p99"], sqlite["latency_ms"]["p99"]),
-                "round_trips_per_saga": run["postgres"]["round_trips_per_saga"],
-                "statements_per_saga": run["postgres"]["statements_per_saga"],
-                "postgres_cpu_seconds_per_saga": run["cpu_seconds_per_saga"].get(
-                    "postgres", math.nan
+                "sagas_per_second": rate_pg,
+                "throughput_ratio": _ratio(rate_pg, sqlite_rate),
+                "p99_ms": p99,
+                "p99_ratio": _ratio(p99, sqlite_p99),
+                "round_trips_per_saga": median(
+                    group, lambda r: r["postgres"]["round_trips_per_saga"]
                 ),
-                "orchestrator_cpu_seconds_per_saga": run["cpu_seconds_per_saga"].get(
-                    "orchestrator", math.nan
+                "statements_per_saga": median(
+                    group, lambda r: r["postgres"]["statements_per_saga"]
                 ),
+                "postgres_cpu_seconds_per_saga": median(group, cpu("postgres")),
+                "orchestrator_cpu_seconds_per_saga": median(group, cpu("orchestrator")),
             }
         if concurrency == TARGET_CONCURRENCY:
             row["target"] = {"pg1_throughput_ratio_min": POSTGRES_TARGET}

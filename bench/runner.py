@@ -677,7 +677,7 @@ def render(results: dict[str, Any]) -> str:
             "PlaceOrders to each in turn). Round trips per saga are PostgreSQL's statements "
             "over the measured window (pg_stat_statements), lease renewals and recovery scans "
             "included; PostgreSQL CPU is its server processes' (procfs); orchestrator CPU is "
-            "every replica's.",
+            "every replica's. Medians of the runs of each configuration.",
             "",
             report.postgres_table(results["postgres"]),
             "",

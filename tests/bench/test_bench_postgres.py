@@ -57,9 +57,10 @@ def test_postgresql_runs_beside_sqlite_with_one_and_two_replicas(tmp_path: Path)
         run = runs[f"orchestrated+pg{replicas}"]
         assert run["store"] == "postgresql" and run["replicas"] == replicas
         assert run["cpu_seconds_per_saga"]["postgres"] > 0
-        # Each saga writes its log at least 4 times (creation, first attempt, an
-        # outcome with the next attempt, the end); each write is one statement.
-        assert 4 <= run["postgres"]["round_trips_per_saga"] <= 8, run["postgres"]
+        # Each saga writes its log 4 times (creation with the first attempt, two
+        # outcomes each with the next attempt, the last with the end; the same when
+        # it compensates), each write one statement; renewals and scans add a few.
+        assert 4 <= run["postgres"]["round_trips_per_saga"] <= 6, run["postgres"]
     # Both replicas served PlaceOrders; per saga, "orchestrator" counts both.
     two = runs["orchestrated+pg2"]
     cpu = two["cpu_seconds"]
