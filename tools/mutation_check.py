@@ -201,7 +201,33 @@ def reserve(conn: sqlite3.Connection) -> pb.ReserveResponse:
         "rejection-commits-its-writes",
         "rejection writes nothing",
         (
-            Edit("service_kit/database.py", 'conn.execute("ROLLBACK TO job")\n', "pass\n", 20),
+            Edit("service_kit/database.py", 'conn.execute("ROLLBACK TO job")\n', "pass\n", 12),
+            Edit(
+                PAYMENT,
+                PAYMENT_FAIL_SWITCH + "if request.amount > self.limit:\n",
+                "if request.amount > self.limit:\n",
+                12,
+            ),
+            Edit(
+                PAYMENT,
+                "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
+                PAYMENT_FAIL_SWITCH
+                + "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
+                12,
+            ),
+        ),
+        (CONTRACT, "-k", "fail_switch_fails_on_purpose_and_writes_nothing"),
+    ),
+    Mutation(
+        "failed-job-writes-stay-in-the-batch",
+        "a job that fails after writing sends its batch round again",
+        (
+            Edit(
+                "service_kit/database.py",
+                "if conn.total_changes != changes or not conn.in_transaction:\n",
+                "if not conn.in_transaction:\n",
+                12,
+            ),
             Edit(
                 PAYMENT,
                 PAYMENT_FAIL_SWITCH + "if request.amount > self.limit:\n",
