@@ -37,7 +37,6 @@ from orchestrator_server.saga.definition import (
 from orchestrator_server.saga.engine import (
     EngineLimits,
     SagaEngine,
-    SagaIdConflict,
     SagaLimitReached,
     UnknownDefinition,
 )
@@ -58,6 +57,7 @@ from orchestrator_server.saga.store import (
     LeaseLost,
     Phase,
     SagaFilter,
+    SagaIdConflict,
     SagaRecord,
     SagaStatus,
     SagaStore,

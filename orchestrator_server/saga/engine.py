@@ -123,14 +123,6 @@ class UnknownDefinition(LookupError):
         self.version = version
 
 
-class SagaIdConflict(Exception):
-    """The saga id a caller chose belongs to another saga (another type or input)."""
-
-    def __init__(self, existing: SagaRecord) -> None:
-        super().__init__(f"saga id {existing.saga_id} is taken by another saga")
-        self.existing = existing
-
-
 class SagaLimitReached(Exception):
     """--max-sagas-in-flight sagas are in flight here: a new one is refused."""
 
@@ -331,15 +323,9 @@ class SagaEngine:
             record.trace_id = trace.format_trace_id(context.trace_id)
             record.trace_span_id = trace.format_span_id(context.span_id)
         # Shielded: once the row is committed, the saga must be driven even if
-        # our caller gives up meanwhile (its deadline, say).
-        if saga_id is not None:
-            existing = await self.store.load(saga_id)
-            if existing is not None:
-                if existing.saga_type != record.saga_type or existing.input != record.input:
-                    raise SagaIdConflict(existing)
-                if not existing.status.terminal:
-                    self.drive(saga_id)  # a no-op if it runs here; claims it if nobody does
-                return existing, False
+        # our caller gives up meanwhile (its deadline, say). A saga id or
+        # request_id already taken is the store's to judge, in the insert
+        # itself: two racing starts cannot both find it free.
         self._starting += 1
         return await asyncio.shield(self._create_and_drive(record, span))
 

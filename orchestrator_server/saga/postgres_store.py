@@ -44,22 +44,17 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from orchestrator_server.saga import sql
 from orchestrator_server.saga.store import (
     DEFAULT_LEASE_TTL,
     AttemptRecord,
-    Cause,
-    CompensationFailure,
-    IdempotencyConflict,
     LeaseLost,
     Page,
-    Phase,
     Renewal,
     SagaFilter,
     SagaRecord,
     SagaStatus,
     StatusChange,
-    decode_page_token,
-    encode_page_token,
 )
 
 if TYPE_CHECKING:  # asyncpg-stubs types it as generic; at run time it is not
@@ -145,19 +140,36 @@ MIGRATIONS: Sequence[str] = (
     """,
 )
 
-_ACTIVE = "('RUNNING', 'COMPENSATING')"
+_ACTIVE = sql.ACTIVE
 _EXPIRY = "now() + $%d::bigint * interval '1 millisecond'"
+_LEASE = ("lease_owner", "lease_expires_at")
+
+# A new saga, leased to its creator ($13) at epoch 1 for $14 ms, with the
+# attempts it carries ($15 to $19, as arrays).
+_CREATE = (
+    "WITH s AS ("
+    + sql.insert_saga(
+        (("lease_owner", "$13"), ("lease_epoch", "1"), ("lease_expires_at", _EXPIRY % 14)),
+        returning="saga_id, lease_epoch",
+    )
+    + "), a AS (INSERT INTO attempts (saga_id, step, phase, number, method,"
+    " started_at_epoch_ms)"
+    " SELECT s.saga_id, b.* FROM s,"
+    " unnest($15::text[], $16::text[], $17::int[], $18::text[], $19::bigint[]) AS b)"
+    " SELECT lease_epoch FROM s"
+)
+_RESUME = sql.resume(clear=_LEASE)  # any replica may claim it
 
 # One statement reads a saga with its attempts and failures: one snapshot, one round trip.
-_SELECT = """
+_ATTEMPT_ARRAY = ", ".join(
+    "encode(a.output, 'base64')" if c == "output" else f"a.{c}" for c in sql.ATTEMPT_COLUMNS
+)
+_SELECT = f"""
 SELECT s.*,
-    (SELECT COALESCE(json_agg(json_build_array(a.step, a.phase, a.number, a.method,
-            a.started_at_epoch_ms, a.finished_at_epoch_ms, a.code, a.message, a.reason,
-            encode(a.output, 'base64'))
-            ORDER BY a.seq), '[]')
+    (SELECT COALESCE(json_agg(json_build_array({_ATTEMPT_ARRAY}) ORDER BY a.seq), '[]')
         FROM attempts a WHERE a.saga_id = s.saga_id) AS attempt_rows,
-    (SELECT COALESCE(json_agg(json_build_array(f.step, f.method, f.code, f.message,
-            f.attempts, f.at_epoch_ms) ORDER BY f.seq), '[]')
+    (SELECT COALESCE(json_agg(json_build_array(
+            {", ".join(f"f.{c}" for c in sql.FAILURE_COLUMNS)}) ORDER BY f.seq), '[]')
         FROM compensation_failures f WHERE f.saga_id = s.saga_id) AS failure_rows
 """
 
@@ -258,32 +270,10 @@ class PostgresSagaStore:
             # One statement, one round trip: the saga and the attempts it
             # carries (the attempts' insert sees only the saga row just made).
             epoch = await conn.fetchval(
-                "WITH s AS (INSERT INTO sagas (saga_id, saga_type, business_key, request_id,"
-                " input, status, created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms,"
-                " lease_owner, lease_epoch, lease_expires_at, trace_id, trace_span_id,"
-                " saga_version)"
-                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, {_EXPIRY % 11}, $12, $13,"
-                " $14)"
-                " ON CONFLICT (request_id) DO NOTHING RETURNING saga_id, lease_epoch),"
-                " a AS (INSERT INTO attempts (saga_id, step, phase, number, method,"
-                " started_at_epoch_ms)"
-                " SELECT s.saga_id, b.* FROM s,"
-                " unnest($15::text[], $16::text[], $17::int[], $18::text[], $19::bigint[]) AS b)"
-                " SELECT lease_epoch FROM s",
-                saga.saga_id,
-                saga.saga_type,
-                saga.business_key,
-                saga.request_id,
-                saga.input,
-                saga.status.value,
-                saga.created_at_ms,
-                saga.updated_at_ms,
-                saga.deadline_ms,
+                _CREATE,
+                *sql.saga_values(saga),
                 self.owner,
                 self._ttl_ms,
-                saga.trace_id,
-                saga.trace_span_id,
-                saga.saga_version,
                 [a.step for a in saga.attempts],
                 [a.phase.value for a in saga.attempts],
                 [a.number for a in saga.attempts],
@@ -296,13 +286,12 @@ class PostgresSagaStore:
                 if not saga.status.terminal:
                     self._leases[saga.saga_id] = _Lease(int(epoch), started + self._trusted_for)
                 return saga, True
-            # Another request with this request_id won the insert (it waited for it).
-            existing = await _load_where(conn, "s.request_id = $1", saga.request_id)
-        if existing is None:  # pragma: no cover - rows are never deleted
-            raise RuntimeError(f"request_id {saga.request_id} conflicted but has no saga")
-        if existing.input != saga.input or existing.saga_type != saga.saga_type:
-            raise IdempotencyConflict(existing)
-        return existing, False
+            # Its saga id or request id was taken (the insert waited for a racing one).
+            by_id = await _load_where(conn, "s.saga_id = $1", saga.saga_id)
+            by_request = None
+            if by_id is None and saga.request_id is not None:
+                by_request = await _load_where(conn, "s.request_id = $1", saga.request_id)
+        return sql.taken(saga, by_id, by_request), False
 
     async def load(self, saga_id: str) -> SagaRecord | None:
         async with self.pool.acquire() as conn:
@@ -434,12 +423,8 @@ class PostgresSagaStore:
             nonlocal closed
             closed = len(
                 await conn.fetch(
-                    "UPDATE attempts SET finished_at_epoch_ms = $1, code = $2, message = $3"
-                    " WHERE saga_id = $4 AND code IS NULL RETURNING seq",
-                    at_ms,
-                    code,
-                    "outcome never recorded: the orchestrator stopped during the call",
-                    saga_id,
+                    sql.CLOSE_UNRECORDED + " RETURNING seq",
+                    *sql.close_values(saga_id, at_ms, code),
                 )
             )
 
@@ -491,68 +476,24 @@ class PostgresSagaStore:
 
     async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         async with self.pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE sagas SET cancel_requested = true, updated_at_epoch_ms = $1"
-                " WHERE saga_id = $2 AND status = $3",
-                at_ms,
-                saga_id,
-                SagaStatus.RUNNING.value,
-            )
+            await conn.execute(sql.REQUEST_CANCEL, at_ms, saga_id)
             return await _load_where(conn, "s.saga_id = $1", saga_id)
 
     async def resume(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         """Moves a FAILED saga back to COMPENSATING with no owner: any replica may claim it."""
         async with self.pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE sagas SET status = $1, updated_at_epoch_ms = $2, ended_at_epoch_ms = NULL,"
-                " lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE saga_id = $3 AND status = $4",
-                SagaStatus.COMPENSATING.value,
-                at_ms,
-                saga_id,
-                SagaStatus.FAILED.value,
-            )
+            await conn.execute(_RESUME, at_ms, saga_id)
             return await _load_where(conn, "s.saga_id = $1", saga_id)
 
     # Last in the class: inside it, `list` names this method, not the builtin.
     async def list(self, where: SagaFilter, page_size: int, page_token: str) -> Page:
-        after = decode_page_token(page_token)
-        conditions, params = _conditions(where)
-        if after is not None:
-            params.extend(after)
-            conditions.append(
-                f"(created_at_epoch_ms, saga_id) < (${len(params) - 1}, ${len(params)})"
-            )
-        params.append(page_size + 1)
-        inner = "SELECT * FROM sagas"
-        if conditions:
-            inner += " WHERE " + " AND ".join(conditions)
-        inner += f" ORDER BY created_at_epoch_ms DESC, saga_id DESC LIMIT ${len(params)}"
-        sql = f"{_SELECT} FROM ({inner}) s ORDER BY s.created_at_epoch_ms DESC, s.saga_id DESC"
-        rows = await self.pool.fetch(sql, *params)
-        records = [_hydrate(row) for row in rows[:page_size]]
-        token = ""
-        if len(rows) > page_size:
-            last = records[-1]
-            token = encode_page_token(last.created_at_ms, last.saga_id)
-        return Page(records, token)
+        inner, values = sql.page_query(where, page_size, page_token)
+        query = f"{_SELECT} FROM ({inner}) s ORDER BY s.created_at_epoch_ms DESC, s.saga_id DESC"
+        return sql.page_of(await self.pool.fetch(query, *values), page_size, _read)
 
     async def count(self, where: SagaFilter) -> dict[SagaStatus, int]:
-        conditions, params = _conditions(where)
-        sql = "SELECT status, count(*) AS n FROM sagas"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        rows = await self.pool.fetch(sql + " GROUP BY status", *params)
-        return {SagaStatus(row["status"]): int(row["n"]) for row in rows}
-
-
-def _conditions(where: SagaFilter) -> tuple[list[str], list[object]]:
-    """The filter's SQL conditions with $1, $2... and their values."""
-    found = where.conditions()
-    return (
-        [sql.format(f"${n}") for n, (sql, _) in enumerate(found, start=1)],
-        [value for _, value in found],
-    )
+        query, values = sql.count_query(where)
+        return sql.counts(await self.pool.fetch(query, *values))
 
 
 async def migrate(conn: Connection) -> list[int]:
@@ -679,57 +620,16 @@ async def _keep_session(conn: object) -> None:
 
 async def _load_where(conn: Connection, where: str, value: object) -> SagaRecord | None:
     row = await conn.fetchrow(f"{_SELECT} FROM sagas s WHERE {where}", value)
-    return None if row is None else _hydrate(row)
+    return None if row is None else _read(row)
 
 
-def _hydrate(row: asyncpg.Record) -> SagaRecord:
-    attempts = [
-        AttemptRecord(
-            step=str(a[0]),
-            phase=Phase(a[1]),
-            number=int(a[2]),
-            method=str(a[3]),
-            started_at_ms=int(a[4]),
-            finished_at_ms=_int_or_none(a[5]),
-            code=None if a[6] is None else str(a[6]),
-            message=str(a[7]),
-            reason=str(a[8]),
-            output=None if a[9] is None else base64.b64decode(a[9]),
-        )
-        for a in _json_rows(row["attempt_rows"])
-    ]
-    failures = [
-        CompensationFailure(str(f[0]), str(f[1]), str(f[2]), str(f[3]), int(f[4]), int(f[5]))
-        for f in _json_rows(row["failure_rows"])
-    ]
-    cause = None
-    if row["cause_code"] is not None:
-        cause = Cause(
-            str(row["cause_step"]),
-            str(row["cause_code"]),
-            str(row["cause_message"]),
-            str(row["cause_reason"]),
-            int(row["cause_at_epoch_ms"]),
-        )
-    latest_attempt = max((a.finished_at_ms or a.started_at_ms for a in attempts), default=0)
-    return SagaRecord(
-        saga_id=str(row["saga_id"]),
-        saga_type=str(row["saga_type"]),
-        business_key=str(row["business_key"]),
-        request_id=None if row["request_id"] is None else str(row["request_id"]),
-        input=bytes(row["input"]),
-        status=SagaStatus(row["status"]),
-        created_at_ms=int(row["created_at_epoch_ms"]),
-        updated_at_ms=max(int(row["updated_at_epoch_ms"]), latest_attempt),
-        deadline_ms=int(row["deadline_epoch_ms"]),
-        ended_at_ms=_int_or_none(row["ended_at_epoch_ms"]),
-        saga_version=int(row["saga_version"]),
-        cause=cause,
-        cancel_requested=bool(row["cancel_requested"]),
-        attempts=attempts,
-        failures=failures,
-        trace_id=str(row["trace_id"]),
-        trace_span_id=str(row["trace_span_id"]),
+def _read(row: asyncpg.Record) -> SagaRecord:
+    """The saga of a `_SELECT` row: its attempts and failures came as JSON arrays."""
+    return sql.record(
+        row,
+        _json_rows(row["attempt_rows"]),
+        _json_rows(row["failure_rows"]),
+        output=base64.b64decode,
     )
 
 
@@ -737,7 +637,3 @@ def _json_rows(value: Any) -> list[list[Any]]:
     rows = json.loads(value) if isinstance(value, str) else value
     assert isinstance(rows, list)
     return rows
-
-
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)

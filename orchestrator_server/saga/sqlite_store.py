@@ -17,20 +17,15 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import IO, TypeVar
 
+from orchestrator_server.saga import sql
 from orchestrator_server.saga.store import (
     AttemptRecord,
-    Cause,
-    CompensationFailure,
-    IdempotencyConflict,
     Page,
-    Phase,
     Renewal,
     SagaFilter,
     SagaRecord,
     SagaStatus,
     StatusChange,
-    decode_page_token,
-    encode_page_token,
 )
 from service_kit.database import Database, Synchronous
 from service_kit.limits import MAX_DB_QUEUE
@@ -111,7 +106,21 @@ ALTER TABLE sagas ADD COLUMN trace_span_id TEXT NOT NULL DEFAULT '';
 # Schema versions, oldest first: a change is a new entry, never an edit.
 MIGRATIONS = (SCHEMA, BY_SAGA_TYPE, OUTPUTS_AND_VERSIONS, TRACE)
 
-_ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
+# The statements both stores share (sql.py), in SQLite's placeholders.
+_INSERT_SAGA = sql.qmark(sql.insert_saga())
+_FINISH_ATTEMPT = sql.qmark(sql.FINISH_ATTEMPT)
+_BEGIN_ATTEMPT = sql.qmark(sql.BEGIN_ATTEMPT)
+_CHANGE_STATUS = sql.qmark(sql.change_status())
+_SET_CAUSE = sql.qmark(sql.SET_CAUSE)
+_ADD_FAILURE = sql.qmark(sql.ADD_FAILURE)
+_CLOSE_UNRECORDED = sql.qmark(sql.CLOSE_UNRECORDED)
+_REQUEST_CANCEL = sql.qmark(sql.REQUEST_CANCEL)
+_RESUME = sql.qmark(sql.resume())
+_ATTEMPTS = f"SELECT {', '.join(sql.ATTEMPT_COLUMNS)} FROM attempts WHERE saga_id = ? ORDER BY seq"
+_FAILURES = (
+    f"SELECT {', '.join(sql.FAILURE_COLUMNS)} FROM compensation_failures"
+    " WHERE saga_id = ? ORDER BY seq"
+)
 
 
 class StoreInUse(RuntimeError):
@@ -168,34 +177,15 @@ class SqliteSagaStore:
 
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
         def create(conn: sqlite3.Connection) -> tuple[SagaRecord, bool]:
-            if saga.request_id is not None:
-                existing = _load_where(conn, "request_id = ?", (saga.request_id,))
-                if existing is not None:
-                    if existing.input != saga.input or existing.saga_type != saga.saga_type:
-                        raise IdempotencyConflict(existing)
-                    return existing, False
-            conn.execute(
-                "INSERT INTO sagas (saga_id, saga_type, business_key, request_id, input, status,"
-                " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms, trace_id,"
-                " trace_span_id, saga_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    saga.saga_id,
-                    saga.saga_type,
-                    saga.business_key,
-                    saga.request_id,
-                    saga.input,
-                    saga.status.value,
-                    saga.created_at_ms,
-                    saga.updated_at_ms,
-                    saga.deadline_ms,
-                    saga.trace_id,
-                    saga.trace_span_id,
-                    saga.saga_version,
-                ),
-            )
-            for attempt in saga.attempts:
-                _insert_attempt(conn, saga.saga_id, attempt)
-            return saga, True
+            if conn.execute(_INSERT_SAGA, sql.saga_values(saga)).rowcount == 1:
+                for attempt in saga.attempts:
+                    conn.execute(_BEGIN_ATTEMPT, sql.begin_values(saga.saga_id, attempt))
+                return saga, True
+            by_id = _load_where(conn, "saga_id = ?", (saga.saga_id,))
+            by_request = None
+            if by_id is None and saga.request_id is not None:
+                by_request = _load_where(conn, "request_id = ?", (saga.request_id,))
+            return sql.taken(saga, by_id, by_request), False
 
         return await self.db.run(create)  # shed when the queue is full
 
@@ -218,47 +208,28 @@ class SqliteSagaStore:
     ) -> None:
         def write(conn: sqlite3.Connection) -> None:
             if finished is not None:
-                conn.execute(
-                    "UPDATE attempts SET finished_at_epoch_ms = ?, code = ?, message = ?,"
-                    " reason = ?, output = ?"
-                    " WHERE saga_id = ? AND step = ? AND phase = ? AND number = ?",
-                    (
-                        finished.finished_at_ms,
-                        finished.code,
-                        finished.message,
-                        finished.reason,
-                        finished.output,
-                        saga_id,
-                        finished.step,
-                        finished.phase.value,
-                        finished.number,
-                    ),
-                )
+                conn.execute(_FINISH_ATTEMPT, sql.finish_values(saga_id, finished))
             if begun is not None:
-                _insert_attempt(conn, saga_id, begun)
+                conn.execute(_BEGIN_ATTEMPT, sql.begin_values(saga_id, begun))
             if status is not None:
-                _change_status(conn, saga_id, status)
+                conn.execute(_CHANGE_STATUS, sql.status_values(saga_id, status))
+                if status.cause is not None:
+                    conn.execute(_SET_CAUSE, sql.cause_values(saga_id, status.cause))
+                if status.failures:
+                    conn.executemany(_ADD_FAILURE, sql.failure_values(saga_id, status.failures))
 
         await self._run(write)
 
     async def request_cancel(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         def cancel(conn: sqlite3.Connection) -> SagaRecord | None:
-            conn.execute(
-                "UPDATE sagas SET cancel_requested = 1, updated_at_epoch_ms = ?"
-                " WHERE saga_id = ? AND status = ?",
-                (at_ms, saga_id, SagaStatus.RUNNING.value),
-            )
+            conn.execute(_REQUEST_CANCEL, (at_ms, saga_id))
             return _load_where(conn, "saga_id = ?", (saga_id,))
 
         return await self._run(cancel)
 
     async def resume(self, saga_id: str, at_ms: int) -> SagaRecord | None:
         def resume(conn: sqlite3.Connection) -> SagaRecord | None:
-            conn.execute(
-                "UPDATE sagas SET status = ?, updated_at_epoch_ms = ?, ended_at_epoch_ms = NULL"
-                " WHERE saga_id = ? AND status = ?",
-                (SagaStatus.COMPENSATING.value, at_ms, saga_id, SagaStatus.FAILED.value),
-            )
+            conn.execute(_RESUME, (at_ms, saga_id))
             return _load_where(conn, "saga_id = ?", (saga_id,))
 
         return await self._run(resume)
@@ -281,152 +252,40 @@ class SqliteSagaStore:
     async def claimable(self) -> list[str]:
         def unfinished(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
-                "SELECT saga_id FROM sagas WHERE status IN (?, ?) ORDER BY created_at_epoch_ms",
-                _ACTIVE,
+                f"SELECT saga_id FROM sagas WHERE status IN {sql.ACTIVE}"
+                " ORDER BY created_at_epoch_ms"
             ).fetchall()
             return [row["saga_id"] for row in rows]
 
         return await self._run(unfinished)
 
     async def close_unrecorded_attempts(self, saga_id: str, at_ms: int, code: str) -> int:
-        def close(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "UPDATE attempts SET finished_at_epoch_ms = ?, code = ?, message = ?"
-                " WHERE saga_id = ? AND code IS NULL",
-                (
-                    at_ms,
-                    code,
-                    "outcome never recorded: the orchestrator stopped during the call",
-                    saga_id,
-                ),
+        return await self._run(
+            lambda conn: (
+                conn.execute(_CLOSE_UNRECORDED, sql.close_values(saga_id, at_ms, code)).rowcount
             )
-            return cursor.rowcount
-
-        return await self._run(close)
+        )
 
     async def list(self, where: SagaFilter, page_size: int, page_token: str) -> Page:
-        after = decode_page_token(page_token)
+        query, values = sql.page_query(where, page_size, page_token)
 
         def page(conn: sqlite3.Connection) -> Page:
-            conditions = [sql.format("?") for sql, _ in where.conditions()]
-            params = [value for _, value in where.conditions()]
-            if after is not None:
-                conditions.append("(created_at_epoch_ms, saga_id) < (?, ?)")
-                params.extend(after)
-            sql = "SELECT * FROM sagas"
-            if conditions:
-                sql += " WHERE " + " AND ".join(conditions)
-            sql += " ORDER BY created_at_epoch_ms DESC, saga_id DESC LIMIT ?"
-            rows = conn.execute(sql, (*params, page_size + 1)).fetchall()
-            records = [_hydrate(conn, row) for row in rows[:page_size]]
-            token = ""
-            if len(rows) > page_size:
-                last = records[-1]
-                token = encode_page_token(last.created_at_ms, last.saga_id)
-            return Page(records, token)
+            rows = conn.execute(sql.qmark(query), values).fetchall()
+            return sql.page_of(rows, page_size, lambda row: _read(conn, row))
 
         return await self._run(page)
 
     async def count(self, where: SagaFilter) -> dict[SagaStatus, int]:
-        def count(conn: sqlite3.Connection) -> dict[SagaStatus, int]:
-            conditions = [sql.format("?") for sql, _ in where.conditions()]
-            params = [value for _, value in where.conditions()]
-            sql = "SELECT status, count(*) AS n FROM sagas"
-            if conditions:
-                sql += " WHERE " + " AND ".join(conditions)
-            rows = conn.execute(sql + " GROUP BY status", params).fetchall()
-            return {SagaStatus(row["status"]): row["n"] for row in rows}
-
-        return await self._run(count)
-
-
-def _change_status(conn: sqlite3.Connection, saga_id: str, change: StatusChange) -> None:
-    conn.execute(
-        "UPDATE sagas SET status = ?, updated_at_epoch_ms = ?,"
-        " ended_at_epoch_ms = CASE WHEN ? THEN ? ELSE NULL END WHERE saga_id = ?",
-        (change.status.value, change.at_ms, change.status.terminal, change.at_ms, saga_id),
-    )
-    if change.cause is not None:
-        cause = change.cause
-        conn.execute(
-            "UPDATE sagas SET cause_step = ?, cause_code = ?, cause_message = ?,"
-            " cause_reason = ?, cause_at_epoch_ms = ? WHERE saga_id = ?",
-            (cause.step, cause.code, cause.message, cause.reason, cause.at_ms, saga_id),
-        )
-    conn.executemany(
-        "INSERT INTO compensation_failures (saga_id, step, method, code, message,"
-        " attempts, at_epoch_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (saga_id, f.step, f.method, f.code, f.message, f.attempts, f.at_ms)
-            for f in change.failures
-        ],
-    )
+        query, values = sql.count_query(where)
+        return await self._run(lambda conn: sql.counts(conn.execute(sql.qmark(query), values)))
 
 
 def _load_where(conn: sqlite3.Connection, where: str, params: tuple[str, ...]) -> SagaRecord | None:
     row = conn.execute(f"SELECT * FROM sagas WHERE {where}", params).fetchone()
-    return None if row is None else _hydrate(conn, row)
+    return None if row is None else _read(conn, row)
 
 
-def _hydrate(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
-    saga_id = row["saga_id"]
-    cause = None
-    if row["cause_code"] is not None:
-        cause = Cause(
-            row["cause_step"],
-            row["cause_code"],
-            row["cause_message"],
-            row["cause_reason"],
-            row["cause_at_epoch_ms"],
-        )
-    attempts = [
-        AttemptRecord(
-            a["step"],
-            Phase(a["phase"]),
-            a["number"],
-            a["method"],
-            a["started_at_epoch_ms"],
-            a["finished_at_epoch_ms"],
-            a["code"],
-            a["message"],
-            a["reason"],
-            a["output"],
-        )
-        for a in conn.execute("SELECT * FROM attempts WHERE saga_id = ? ORDER BY seq", (saga_id,))
-    ]
-    failures = [
-        CompensationFailure(
-            f["step"], f["method"], f["code"], f["message"], f["attempts"], f["at_epoch_ms"]
-        )
-        for f in conn.execute(
-            "SELECT * FROM compensation_failures WHERE saga_id = ? ORDER BY seq", (saga_id,)
-        )
-    ]
-    latest_attempt = max((a.finished_at_ms or a.started_at_ms for a in attempts), default=0)
-    return SagaRecord(
-        saga_id=saga_id,
-        saga_type=row["saga_type"],
-        business_key=row["business_key"],
-        request_id=row["request_id"],
-        input=row["input"],
-        status=SagaStatus(row["status"]),
-        created_at_ms=row["created_at_epoch_ms"],
-        updated_at_ms=max(row["updated_at_epoch_ms"], latest_attempt),
-        deadline_ms=row["deadline_epoch_ms"],
-        ended_at_ms=row["ended_at_epoch_ms"],
-        saga_version=row["saga_version"],
-        cause=cause,
-        cancel_requested=bool(row["cancel_requested"]),
-        attempts=attempts,
-        failures=failures,
-        trace_id=row["trace_id"],
-        trace_span_id=row["trace_span_id"],
-    )
-
-
-def _insert_attempt(conn: sqlite3.Connection, saga_id: str, begun: AttemptRecord) -> None:
-    conn.execute(
-        "INSERT INTO attempts (saga_id, step, phase, number, method, started_at_epoch_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (saga_id, begun.step, begun.phase.value, begun.number, begun.method, begun.started_at_ms),
-    )
+def _read(conn: sqlite3.Connection, row: sqlite3.Row) -> SagaRecord:
+    """The saga of a `sagas` row, with its attempts and compensation failures."""
+    saga_id = (row["saga_id"],)
+    return sql.record(row, conn.execute(_ATTEMPTS, saga_id), conn.execute(_FAILURES, saga_id))

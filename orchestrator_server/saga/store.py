@@ -172,6 +172,14 @@ def decode_page_token(token: str) -> tuple[int, str] | None:
     return created_at_ms, saga_id
 
 
+class SagaIdConflict(Exception):
+    """The saga id a caller chose belongs to another saga (another type or input)."""
+
+    def __init__(self, existing: SagaRecord) -> None:
+        super().__init__(f"saga id {existing.saga_id} is taken by another saga")
+        self.existing = existing
+
+
 class IdempotencyConflict(Exception):
     """A request_id was used before with a different input."""
 
@@ -199,28 +207,6 @@ class SagaFilter:
     created_before_ms: int | None = None
     """Created before this (epoch ms)."""
 
-    def conditions(self) -> list[tuple[str, object]]:
-        """The SQL conditions, each with its value where its placeholder `{}` goes.
-
-        Each has an index that leads with its column (sagas_by_status,
-        sagas_by_type, sagas_by_business_key, request_id's unique index,
-        sagas_by_created), ending in the list's order (created time, saga id).
-        """
-        found: list[tuple[str, object]] = []
-        if self.status is not None:
-            found.append(("status = {}", self.status.value))
-        if self.saga_type:
-            found.append(("saga_type = {}", self.saga_type))
-        if self.business_key:
-            found.append(("business_key = {}", self.business_key))
-        if self.request_id:
-            found.append(("request_id = {}", self.request_id))
-        if self.created_from_ms is not None:
-            found.append(("created_at_epoch_ms >= {}", self.created_from_ms))
-        if self.created_before_ms is not None:
-            found.append(("created_at_epoch_ms < {}", self.created_before_ms))
-        return found
-
 
 class SagaStore(Protocol):
     """Durable storage of sagas. Every method's write is durable when it returns.
@@ -235,11 +221,15 @@ class SagaStore(Protocol):
 
     async def create(self, saga: SagaRecord) -> tuple[SagaRecord, bool]:
         """Inserts saga, with the attempts it carries (the first step's first
-        attempt, begun at creation: one write fewer), or returns the saga
-        already made for its request_id.
+        attempt, begun at creation: one write fewer), or returns the same saga
+        made before: under its saga_id or its request_id (same type and input;
+        a retry, or a racing twin).
 
-        Returns (record, created). Raises IdempotencyConflict when the
-        request_id belongs to a saga with a different input.
+        Returns (record, created). Raises SagaIdConflict when the saga_id belongs
+        to another saga, IdempotencyConflict when the request_id does. Decided
+        by the database in one step, so of concurrent creates exactly one
+        inserts and the others get its saga or the conflict, never a
+        unique-key error.
         """
         ...
 
