@@ -75,6 +75,13 @@ SAGA_DEADLINE_EXCEEDED = "SAGA_DEADLINE_EXCEEDED"
 NO_COMPENSATION = "NO_COMPENSATION"
 # The reason of an action attempt whose OK response was over MAX_STEP_OUTPUT_BYTES.
 STEP_OUTPUT_TOO_LARGE = "STEP_OUTPUT_TOO_LARGE"
+# The cause reason when an action's request builder raised (docs/design.md §4).
+REQUEST_BUILD_FAILED = "REQUEST_BUILD_FAILED"
+
+
+class _BuildFailed(Exception):
+    """A request builder raised: a bug in the saga's definition, which would
+    raise again on every try. The message is what the saga's log may show."""
 
 
 class ChangeFeed:
@@ -667,9 +674,14 @@ class SagaEngine:
                 if stop is not None:
                     return stop, unsaved or self._never_sent(record)
                 tries += 1
-                attempt = await self._attempt(
-                    context, record, step, Phase.ACTION, step.action, unsaved
-                )
+                try:
+                    attempt = await self._attempt(
+                        context, record, step, Phase.ACTION, step.action, unsaved
+                    )
+                except _BuildFailed as failed:  # nothing sent: undo the steps before
+                    internal = grpc.StatusCode.INTERNAL.name
+                    cause = Cause(step.name, internal, str(failed), REQUEST_BUILD_FAILED, now_ms())
+                    return cause, unsaved or self._never_sent(record)
                 unsaved = attempt
                 assert attempt.code is not None
                 if attempt.code == "OK":
@@ -742,9 +754,14 @@ class SagaEngine:
             first = time.monotonic()  # a horizon counts from this run's first attempt
             while True:
                 tries += 1
-                attempt = await self._attempt(
-                    context, record, step, Phase.COMPENSATION, compensation, unsaved, starting
-                )
+                try:
+                    attempt = await self._attempt(
+                        context, record, step, Phase.COMPENSATION, compensation, unsaved, starting
+                    )
+                except _BuildFailed as failed:  # no undo can be sent: a person must fix it
+                    code = grpc.StatusCode.INTERNAL.name
+                    failures.append(self._gave_up(record, step, code, str(failed), tries - 1))
+                    break
                 starting = None
                 unsaved = attempt
                 assert attempt.code is not None
@@ -755,30 +772,38 @@ class SagaEngine:
                 retryable = step.policy.compensation_retryable(attempt.code)
                 if not retryable or compensation.retry.exhausted(tries, _since(first)):
                     failures.append(
-                        CompensationFailure(
-                            step.name,
-                            compensation.rpc.method,
-                            attempt.code,
-                            attempt.message,
-                            tries,
-                            now_ms(),
-                        )
+                        self._gave_up(record, step, attempt.code, attempt.message, tries, attempt)
                     )
-                    log.warning(
-                        "saga compensation of %s failed after %d attempts: %s",
-                        step.name,
-                        tries,
-                        attempt.code,
-                        extra=_fields(record, attempt),
-                    )
-                    if self.metrics is not None:
-                        self.metrics.compensation_failures.labels(record.saga_type, step.name).inc()
                     break
                 self._retrying(record, attempt)
                 await asyncio.sleep(compensation.retry.backoff(tries, self._rng))
         status = SagaStatus.FAILED if failures else SagaStatus.COMPENSATED
         cause = starting.cause if starting is not None else None  # never got to COMPENSATING
         await self._change_status(record, status, cause=cause, failures=failures, finished=unsaved)
+
+    def _gave_up(
+        self,
+        record: SagaRecord,
+        step: Step[Any],
+        code: str,
+        message: str,
+        tries: int,
+        last: AttemptRecord | None = None,
+    ) -> CompensationFailure:
+        """A compensation failure, logged and counted: the saga will end FAILED."""
+        assert step.compensation is not None
+        log.warning(
+            "saga compensation of %s failed after %d attempts: %s",
+            step.name,
+            tries,
+            code,
+            extra=_fields(record, last) if last else _fields(record, step=step.name, code=code),
+        )
+        if self.metrics is not None:
+            self.metrics.compensation_failures.labels(record.saga_type, step.name).inc()
+        return CompensationFailure(
+            step.name, step.compensation.rpc.method, code, message, tries, now_ms()
+        )
 
     @staticmethod
     def _may_have_taken_effect(step: Step[Any], record: SagaRecord) -> bool:
@@ -831,7 +856,10 @@ class SagaEngine:
         unsaved: AttemptRecord | None,
         status: StatusChange | None,
     ) -> AttemptRecord:
-        request = invocation.build(context)
+        try:
+            request = invocation.build(context)
+        except Exception as error:
+            raise _BuildFailed(_unbuildable(record, step, phase, invocation, error)) from error
         attempt = self._prerecorded.pop(record.saga_id, None)
         if attempt is not None and (attempt.step, attempt.phase) == (step.name, phase):
             number = attempt.number  # recorded with the saga: nothing to write first
@@ -1041,6 +1069,32 @@ def _keep_output(context: SagaContext[Any], attempt: AttemptRecord, response: Me
     outputs = context.outputs
     assert isinstance(outputs, dict)  # the engine's own (_outputs)
     outputs[attempt.method] = output
+
+
+def _unbuildable(
+    record: SagaRecord,
+    step: Step[Any],
+    phase: Phase,
+    invocation: Invocation[Any, Any, Any],
+    error: Exception,
+) -> str:
+    """Logs a request builder's exception, whole, under an incident id; returns what
+    the saga's log says of it: the id, never the exception's text (as for an RPC's
+    unexpected error, service_kit/errors.py), which may hold the saga's data."""
+    incident = uuid.uuid4().hex[:16]
+    log.error(
+        "saga %s: the request builder of %s %s raised (incident %s)",
+        record.saga_id,
+        step.name,
+        phase.value,
+        incident,
+        exc_info=error,
+        extra=_fields(record, step=step.name, code=grpc.StatusCode.INTERNAL.name),
+    )
+    return (
+        f"building the {invocation.rpc.method} request failed: internal error "
+        f"(incident {incident}); the orchestrator's log has the details"
+    )
 
 
 def _versions(definitions: Mapping[tuple[str, int], object], name: str) -> str:

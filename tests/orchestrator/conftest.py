@@ -24,6 +24,8 @@ from minisaga.payment.v1 import payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2_grpc
 
 from orchestrator_server.app import Orchestrator, OrchestratorConfig, start
+from orchestrator_server.saga import OpenableStore, SqliteSagaStore
+from orchestrator_server.saga.postgres_store import PostgresSagaStore
 from orchestrator_server.saga.retry import RetryPolicy
 from tests.conftest import start_inventory, start_payment, start_shipping
 from tests.harness import InProcess
@@ -169,6 +171,12 @@ def store_server(request: pytest.FixtureRequest) -> PostgresCluster | None:
 async def store(store_server: PostgresCluster | None) -> str:
     """The saga log of this test's orchestrator: "" (SQLite) or a fresh PostgreSQL database."""
     return "" if store_server is None else await store_server.create_database()
+
+
+def saga_log(tmp: Path, store: str) -> OpenableStore:
+    """The saga log `store` names (as the `store` fixture gives it), not yet open:
+    SQLite in `tmp`, or the PostgreSQL database at that URL."""
+    return PostgresSagaStore(store) if store else SqliteSagaStore(tmp / "log.db")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,10 +14,14 @@ import pytest
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 
 from orchestrator_server.app import start
+from orchestrator_server.order_saga import PLACE_ORDER
+from orchestrator_server.saga import SagaIdConflict, SagaStatus, open_engine
 from orchestrator_server.saga.sqlite_store import StoreInUse
 from orchestrator_server.saga.store import SagaRecord
 from tests.harness import wait_until
-from tests.orchestrator.conftest import STOCK, System, start_system, timeline
+from tests.orchestrator.conftest import STOCK, System, saga_log, start_system, timeline
+from tests.orchestrator.test_public_api import Participants, order
+from tests.orchestrator.test_public_api import participants as participants  # the fixture
 
 
 async def _status(system: System, saga_id: str) -> int:
@@ -127,3 +132,41 @@ async def test_one_orchestrator_per_sqlite_saga_log(tmp_path: Path) -> None:
         await system.close()
     second = await start(system.config)  # once the first has stopped, the file is free
     await second.stop()
+
+
+@pytest.mark.parametrize("same_order", [False, True], ids=["other-order", "same-order"])
+async def test_two_starts_racing_on_one_chosen_saga_id_make_one_saga(
+    tmp_path: Path, store: str, participants: Participants, same_order: bool
+) -> None:
+    """Both starts get past every check before either inserts (a barrier in front
+    of the store's create): the loser gets SagaIdConflict, or the winner's saga
+    when it asked for the same one, never the database's unique-key error."""
+    chosen = str(uuid.uuid4())
+    async with open_engine(
+        saga_log(tmp_path, store), participants.channels, [PLACE_ORDER]
+    ) as engine:
+        both = asyncio.Barrier(2)
+        create = engine.store.create
+
+        async def create_together(saga: SagaRecord) -> tuple[SagaRecord, bool]:
+            await both.wait()
+            return await create(saga)
+
+        engine.store.create = create_together  # type: ignore[method-assign]
+        first, second = order(quantity=1), order(quantity=1 if same_order else 2)
+        results = await asyncio.gather(
+            engine.start(PLACE_ORDER, first, saga_id=chosen),
+            engine.start(PLACE_ORDER, second, saga_id=chosen),
+            return_exceptions=True,
+        )
+        ended = await engine.wait(chosen)
+
+    assert ended is not None and ended.status is SagaStatus.COMPLETED
+    made = [r for r in results if isinstance(r, tuple) and r[1]]
+    assert len(made) == 1 and made[0][0].saga_id == chosen
+    [other] = [r for r in results if not (isinstance(r, tuple) and r[1])]
+    if same_order:
+        assert isinstance(other, tuple) and other[0].saga_id == chosen
+    else:
+        assert isinstance(other, SagaIdConflict), other
+        assert other.existing.saga_id == chosen and other.existing.input == ended.input
