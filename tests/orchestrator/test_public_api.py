@@ -6,7 +6,6 @@ is left alone, says why, and is driven by an engine that has it)."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ from orchestrator_server.saga import (
     open_engine,
 )
 from orchestrator_server.saga import engine as engine_module
-from orchestrator_server.saga.sqlite_store import MIGRATIONS
 from tests.conftest import start_inventory, start_payment, start_shipping
 from tests.harness import InProcess
 
@@ -276,33 +274,3 @@ async def test_a_type_not_registered_says_so() -> None:
     assert engine.not_driven_reason(record) == ""
     with pytest.raises(ValueError, match="registered twice"):
         engine_module.SagaEngine(None, {"payment": None}, [V1, saga_v(1)])  # type: ignore[arg-type,dict-item]
-
-
-# --- the schema: a log written before outputs and versions opens in place ------
-
-
-async def test_a_log_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    for script in MIGRATIONS[:2]:  # the schema before outputs and versions
-        conn.executescript(script)
-    conn.execute("PRAGMA user_version = 2")
-    conn.execute(
-        "INSERT INTO sagas (saga_id, saga_type, business_key, input, status,"
-        " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms)"
-        " VALUES ('old', 'place_order', 'ord_1', x'', 'COMPLETED', 1, 2, 3)"
-    )
-    conn.execute(
-        "INSERT INTO attempts (saga_id, step, phase, number, method, started_at_epoch_ms,"
-        " finished_at_epoch_ms, code) VALUES ('old', 'charge', 'action', 1, '/m', 1, 2, 'OK')"
-    )
-    conn.commit()
-    conn.close()
-
-    store = await SqliteSagaStore(path).open()
-    try:
-        record = await store.load("old")
-    finally:
-        await store.close()
-    assert record is not None and record.saga_version == 1
-    assert [(a.code, a.output) for a in record.attempts] == [("OK", None)]

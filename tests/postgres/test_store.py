@@ -1,4 +1,5 @@
-"""PostgresSagaStore against a real PostgreSQL server: leases, fencing, migrations.
+"""PostgresSagaStore against a real PostgreSQL server: leases, fencing, migrations
+(what only a shared log has; tests/store/test_contract.py checks what every store does).
 
 Two store instances on one database play two replicas. No test waits for a
 lease to run out: `Replicas.expire` ends it by the database's clock (an
@@ -25,14 +26,15 @@ from orchestrator_server.saga.postgres_store import (
 )
 from orchestrator_server.saga.store import (
     AttemptRecord,
-    IdempotencyConflict,
     LeaseLost,
     Phase,
+    SagaIdConflict,
     SagaRecord,
     SagaStatus,
     StatusChange,
 )
 from service_kit.clock import now_ms
+from tests.harness import wait_until
 
 TTL = timedelta(seconds=30)
 
@@ -323,6 +325,8 @@ async def test_renew_extends_reports_losses_and_cancels(replicas: Replicas) -> N
 
 
 async def test_a_terminal_status_and_resume_free_the_lease(replicas: Replicas) -> None:
+    """The lease's side of what tests/store/test_contract.py checks of every store:
+    an ended saga has no owner, and a resumed one is any replica's to claim."""
     a = await replicas.open()
     b = await replicas.open()
     saga, _ = await a.create(a_saga())
@@ -331,12 +335,8 @@ async def test_a_terminal_status_and_resume_free_the_lease(replicas: Replicas) -
 
     assert await replicas.lease(saga.saga_id) == (None, 1)
     assert not a.holds_lease(saga.saga_id)
-    assert await b.claim(saga.saga_id) is None  # ended
-    assert saga.saga_id not in await b.claimable()
 
-    resumed = await b.resume(saga.saga_id, now_ms())
-    assert resumed is not None and resumed.status is SagaStatus.COMPENSATING
-    assert saga.saga_id in await b.claimable()
+    await b.resume(saga.saga_id, now_ms())
     assert await b.claim(saga.saga_id) is not None
     assert await replicas.lease(saga.saga_id) == (b.owner, 2)
 
@@ -352,24 +352,38 @@ async def test_close_hands_every_lease_over(replicas: Replicas) -> None:
         assert await b.claim(saga.saga_id) is not None
 
 
-async def test_concurrent_creates_with_one_request_id_make_one_saga(replicas: Replicas) -> None:
+async def test_a_create_racing_an_uncommitted_insert_of_its_saga_id_waits_then_conflicts(
+    replicas: Replicas,
+) -> None:
+    """The other insert is held open in a transaction: the store's insert waits for
+    it (a row lock), and once it commits finds the id taken by another saga."""
     a = await replicas.open()
-    b = await replicas.open()
-
-    results = await asyncio.gather(
-        *(store.create(a_saga("req-1")) for _ in range(10) for store in (a, b))
-    )
-
-    assert len({record.saga_id for record, _ in results}) == 1
-    assert [created for _, created in results].count(True) == 1
-    winner = next(record for record, created in results if created)
-    owner, epoch = await replicas.lease(winner.saga_id)
-    assert (owner, epoch) in ((a.owner, 1), (b.owner, 1))
-    creator = a if owner == a.owner else b
-    assert creator.holds_lease(winner.saga_id)
-    with pytest.raises(IdempotencyConflict) as conflict:
-        await b.create(a_saga("req-1", payload=b"another order"))
-    assert conflict.value.existing.saga_id == winner.saga_id
+    saga = a_saga()
+    conn = await asyncpg.connect(replicas.url)
+    try:
+        other = conn.transaction()
+        await other.start()
+        await conn.execute(
+            "INSERT INTO sagas (saga_id, saga_type, business_key, input, status,"
+            " created_at_epoch_ms, updated_at_epoch_ms, deadline_epoch_ms)"
+            " VALUES ($1, 'place_order', 'ord_other', 'other order', 'RUNNING', 1, 1, 1)",
+            saga.saga_id,
+        )
+        racing = asyncio.create_task(a.create(saga))
+        await wait_until(
+            lambda: replicas.sql(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+        assert not racing.done()
+        await other.commit()
+        with pytest.raises(SagaIdConflict) as conflict:
+            await racing
+    finally:
+        await conn.close()
+    assert conflict.value.existing.business_key == "ord_other"
+    assert not a.holds_lease(saga.saga_id)
 
 
 async def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
