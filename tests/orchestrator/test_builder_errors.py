@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from orchestrator_server.order_saga import (
     release,
     reserve,
 )
-from orchestrator_server.saga import Phase, Saga, SagaStatus, open_engine
+from orchestrator_server.saga import Phase, Saga, SagaEngine, SagaStatus, open_engine
 from orchestrator_server.saga.engine import REQUEST_BUILD_FAILED
 from tests.orchestrator.conftest import saga_log
 from tests.orchestrator.test_public_api import Participants, order
@@ -72,19 +73,22 @@ def logged_incident(caplog: pytest.LogCaptureFixture, message: str) -> None:
     assert logged[0].exc_info is not None and SECRET in str(logged[0].exc_info[1])
 
 
-@pytest.fixture(autouse=True)
-def builders_work_again() -> None:
+@pytest.fixture
+async def engine(
+    tmp_path: Path, store: str, participants: Participants
+) -> AsyncIterator[SagaEngine]:
     BROKEN.clear()
+    async with open_engine(saga_log(tmp_path, store), participants.channels, [SAGA]) as running:
+        yield running
 
 
 async def test_an_action_builder_that_raises_compensates_the_steps_before(
-    tmp_path: Path, store: str, participants: Participants, caplog: pytest.LogCaptureFixture
+    engine: SagaEngine, participants: Participants, caplog: pytest.LogCaptureFixture
 ) -> None:
     BROKEN.append("reserve")
-    async with open_engine(saga_log(tmp_path, store), participants.channels, [SAGA]) as engine:
-        with caplog.at_level(logging.ERROR):
-            ended = await engine.run(SAGA, order())
-        assert await engine.recover() == []  # ended: nothing left to drive again
+    with caplog.at_level(logging.ERROR):
+        ended = await engine.run(SAGA, order())
+    assert await engine.recover() == []  # ended: nothing left to drive again
 
     assert ended.status is SagaStatus.COMPENSATED
     assert ended.cause is not None
@@ -102,35 +106,34 @@ async def test_an_action_builder_that_raises_compensates_the_steps_before(
 
 
 async def test_a_compensation_builder_that_raises_fails_the_saga_until_resumed(
-    tmp_path: Path, store: str, participants: Participants, caplog: pytest.LogCaptureFixture
+    engine: SagaEngine, participants: Participants, caplog: pytest.LogCaptureFixture
 ) -> None:
     BROKEN.append("refund")
-    async with open_engine(saga_log(tmp_path, store), participants.channels, [SAGA]) as engine:
-        with caplog.at_level(logging.ERROR):
-            ended = await engine.run(SAGA, order(quantity=1000))  # more than in stock
-        assert await engine.recover() == []  # FAILED is for a person: not retried
+    with caplog.at_level(logging.ERROR):
+        ended = await engine.run(SAGA, order(quantity=1000))  # more than in stock
+    assert await engine.recover() == []  # FAILED is for a person: not retried
 
-        assert ended.status is SagaStatus.FAILED
-        assert ended.cause is not None and ended.cause.step == "reserve"  # why it compensated
-        [failure] = ended.failures
-        assert (failure.step, failure.method, failure.code, failure.attempts) == (
-            "charge",
-            REFUND.method,
-            "INTERNAL",
-            0,  # no Refund was sent
-        )
-        assert SECRET not in failure.message and "Refund request failed" in failure.message
-        logged_incident(caplog, failure.message)
-        assert [(a.step, a.phase, a.code) for a in ended.attempts] == [
-            ("charge", Phase.ACTION, "OK"),
-            ("reserve", Phase.ACTION, "FAILED_PRECONDITION"),
-        ]
-        charged = await participants.payment_of(ended.saga_id)
-        assert charged.status == payment_pb2.PAYMENT_STATUS_CHARGED  # honestly not undone
+    assert ended.status is SagaStatus.FAILED
+    assert ended.cause is not None and ended.cause.step == "reserve"  # why it compensated
+    [failure] = ended.failures
+    assert (failure.step, failure.method, failure.code, failure.attempts) == (
+        "charge",
+        REFUND.method,
+        "INTERNAL",
+        0,  # no Refund was sent
+    )
+    assert SECRET not in failure.message and "Refund request failed" in failure.message
+    logged_incident(caplog, failure.message)
+    assert [(a.step, a.phase, a.code) for a in ended.attempts] == [
+        ("charge", Phase.ACTION, "OK"),
+        ("reserve", Phase.ACTION, "FAILED_PRECONDITION"),
+    ]
+    charged = await participants.payment_of(ended.saga_id)
+    assert charged.status == payment_pb2.PAYMENT_STATUS_CHARGED  # honestly not undone
 
-        BROKEN.clear()  # the definition is fixed; the operator resumes the saga
-        await engine.resume(ended.saga_id)
-        resumed = await engine.wait(ended.saga_id)
+    BROKEN.clear()  # the definition is fixed; the operator resumes the saga
+    await engine.resume(ended.saga_id)
+    resumed = await engine.wait(ended.saga_id)
 
     assert resumed is not None and resumed.status is SagaStatus.COMPENSATED
     refunded = await participants.payment_of(ended.saga_id)
