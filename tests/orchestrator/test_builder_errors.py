@@ -31,6 +31,7 @@ from orchestrator_server.order_saga import (
 )
 from orchestrator_server.saga import Phase, Saga, SagaEngine, SagaStatus, open_engine
 from orchestrator_server.saga.engine import REQUEST_BUILD_FAILED
+from orchestrator_server.saga.policy import UNRECORDED
 from tests.orchestrator.conftest import saga_log
 from tests.orchestrator.test_public_api import Participants, order
 from tests.orchestrator.test_public_api import participants as participants  # the fixture
@@ -38,6 +39,12 @@ from tests.participants.test_unexpected_errors import SECRET
 
 BROKEN: list[str] = []
 """While it holds a builder's name, that builder raises."""
+
+
+def charge_or_raise(ctx: Order) -> payment_pb2.ChargeRequest:
+    if "charge" in BROKEN:
+        raise RuntimeError(SECRET)
+    return charge(ctx)
 
 
 def reserve_or_raise(ctx: Order) -> inventory_pb2.ReserveRequest:
@@ -55,7 +62,7 @@ def refund_or_raise(ctx: Order) -> payment_pb2.RefundRequest:
 SAGA = (
     Saga("broken_builders", PlaceOrderRequest)
     .step("charge")
-    .invoke(CHARGE, charge)
+    .invoke(CHARGE, charge_or_raise)
     .with_compensation(REFUND, refund_or_raise)
     .step("reserve")
     .invoke(RESERVE, reserve_or_raise)
@@ -82,27 +89,46 @@ async def engine(
         yield running
 
 
+@pytest.mark.parametrize(
+    ("broken", "attempts", "payment_status"),
+    [
+        # Reserve was never sent (nothing to undo); Charge, done, is refunded once.
+        (
+            "reserve",
+            [("charge", Phase.ACTION, "OK"), ("charge", Phase.COMPENSATION, "OK")],
+            payment_pb2.PAYMENT_STATUS_REFUNDED,
+        ),
+        # The first attempt, recorded with the saga, was never sent: closed as such,
+        # and undone to be safe (a Refund of nothing leaves a tombstone).
+        (
+            "charge",
+            [("charge", Phase.ACTION, UNRECORDED), ("charge", Phase.COMPENSATION, "OK")],
+            payment_pb2.PAYMENT_STATUS_VOIDED,
+        ),
+    ],
+)
 async def test_an_action_builder_that_raises_compensates_the_steps_before(
-    engine: SagaEngine, participants: Participants, caplog: pytest.LogCaptureFixture
+    engine: SagaEngine,
+    participants: Participants,
+    caplog: pytest.LogCaptureFixture,
+    broken: str,
+    attempts: list[tuple[str, Phase, str]],
+    payment_status: int,
 ) -> None:
-    BROKEN.append("reserve")
+    BROKEN.append(broken)
     with caplog.at_level(logging.ERROR):
         ended = await engine.run(SAGA, order())
     assert await engine.recover() == []  # ended: nothing left to drive again
 
     assert ended.status is SagaStatus.COMPENSATED
     assert ended.cause is not None
-    assert (ended.cause.step, ended.cause.code) == ("reserve", "INTERNAL")
+    assert (ended.cause.step, ended.cause.code) == (broken, "INTERNAL")
     assert ended.cause.reason == REQUEST_BUILD_FAILED
-    assert SECRET not in ended.cause.message and "Reserve request failed" in ended.cause.message
+    assert SECRET not in ended.cause.message
+    assert f"{broken.capitalize()} request failed" in ended.cause.message
     logged_incident(caplog, ended.cause.message)
-    # Reserve was never sent (nothing to undo); Charge, done, was refunded once.
-    assert [(a.step, a.phase, a.code) for a in ended.attempts] == [
-        ("charge", Phase.ACTION, "OK"),
-        ("charge", Phase.COMPENSATION, "OK"),
-    ]
-    payment = await participants.payment_of(ended.saga_id)
-    assert payment.status == payment_pb2.PAYMENT_STATUS_REFUNDED
+    assert [(a.step, a.phase, a.code) for a in ended.attempts] == attempts
+    assert (await participants.payment_of(ended.saga_id)).status == payment_status
 
 
 async def test_a_compensation_builder_that_raises_fails_the_saga_until_resumed(

@@ -193,6 +193,23 @@ async def test_a_saga_reads_back_as_it_was_created(log: Log) -> None:
     assert await store.load(bare.saga_id) == bare
 
 
+async def test_a_saga_is_created_with_the_attempts_it_carries_and_only_once(log: Log) -> None:
+    """The first step's first attempt is written with the saga (one write fewer);
+    a create that finds its saga made before writes none of its attempts."""
+    store = await log.open()
+    saga = a_saga(request_id="req-1")
+    saga.attempts.append(attempt("charge", at=saga.created_at_ms))  # begun at creation
+
+    await store.create(saga)
+    retry = a_saga(request_id="req-1")
+    retry.attempts.append(attempt("charge", at=3_000))
+    made, created = await store.create(retry)
+
+    assert not created and made == saga
+    assert await store.load(saga.saga_id) == saga  # the attempt open: code None
+    assert await store.load(retry.saga_id) is None
+
+
 async def test_the_log_reads_back_in_order_with_outputs_causes_and_failures(log: Log) -> None:
     store = await log.open()
     saga, _ = await store.create(a_saga())
