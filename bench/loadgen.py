@@ -16,7 +16,12 @@ It reads one JSON spec (`Spec`) on stdin and writes JSON lines on stdout:
   orchestrator, no log.
 - "in_flight": sends PlaceOrders with a short deadline to an orchestrator whose
   shipping participant is slowed down, and measures the orchestrator's memory
-  with all of them in flight.
+  with all of them in flight. A PlaceOrder shed (RESOURCE_EXHAUSTED) or out of
+  time is resent with the same request_id until the case's bound: a slow
+  machine takes longer, it does not fail. The bound of the second half is
+  derived from how long the first half took.
+- "check": only the correctness check, of the sagas `check_saga_ids` (all of
+  them orders that should complete), as after the recovery case.
 
 After a measured window it reads each server's CPU time and memory from
 /proc (with `postgres`, also PostgreSQL's own CPU and the statements it ran
@@ -30,17 +35,19 @@ import asyncio
 import itertools
 import json
 import math
+import random
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
@@ -86,6 +93,9 @@ class Spec:
     in_flight_deadline: float = 1.0
     in_flight_concurrency: int = 500
     in_flight_bound: float = 60.0
+    """Seconds the whole in-flight case may take at most (before Shipping's delay ends)."""
+    check_saga_ids: list[str] = field(default_factory=list)
+    """check mode: the sagas to check, each an order that should have COMPLETED."""
     tls: dict[str, str] | None = None
     """mTLS: the "ca", "cert" and "key" files every channel dials with (None: plaintext)."""
     trees: dict[str, int] = field(default_factory=dict)
@@ -539,10 +549,32 @@ async def check(clients: Clients, spec: Spec, sagas: list[Saga]) -> dict[str, An
 # --- many sagas in flight ----------------------------------------------------
 
 
+def retry_after(error: grpc.aio.AioRpcError) -> float | None:
+    """The google.rpc.RetryInfo delay a refusal carries, in seconds (None: none)."""
+    # grpc-stubs types metadata items as objects; at run time they are (key, value) pairs.
+    trailers = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
+    for key, value in trailers:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.RetryInfo()
+                if detail.Unpack(info):
+                    return float(info.retry_delay.ToTimedelta().total_seconds())
+    return None
+
+
+# The shortest a second half may be given, whatever the first half took.
+MIN_SECOND_HALF_BOUND = 60.0
+
+
 async def in_flight(spec: Spec) -> dict[str, Any]:
     """Sends in_flight_count PlaceOrders that return at once (short deadline) while
     shipping holds every saga at its last step; the orchestrator's RSS is read
-    before, with half of them in flight, and with all of them in flight."""
+    before, with half of them in flight, and with all of them in flight.
+
+    A PlaceOrder shed or out of time is resent (same request_id) after the
+    RetryInfo delay, as a client should, until the bound: in_flight_bound for the
+    first half; for the second, three times what the first half took (at least
+    MIN_SECOND_HALF_BOUND), within in_flight_bound."""
     clients = Clients(spec.addresses, spec.tls)
     stub = clients.orchestrator
     assert stub is not None
@@ -550,8 +582,11 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     tally = Tally()
     retries = 0
+    retried: Counter[str] = Counter()  # resends by the status that caused them
     statuses: Counter[str] = Counter()
-    bound = loop.time() + spec.in_flight_bound
+    case_started = loop.time()
+    hard_bound = case_started + spec.in_flight_bound
+    bound = hard_bound
 
     async def send(indices: range) -> float:
         nonlocal retries
@@ -568,12 +603,16 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
                     currency=CURRENCY,
                     address=ADDRESS,
                 )
-                for attempt in range(1, 6):
+                while True:
                     try:
                         response = await stub.PlaceOrder(request, timeout=spec.in_flight_deadline)
                     except grpc.aio.AioRpcError as error:
-                        if error.code() in RETRY_CODES and attempt < 5:
+                        if error.code() in RETRY_CODES and loop.time() < bound:
                             retries += 1
+                            retried[error.code().name] += 1
+                            delay = retry_after(error)
+                            if delay is not None:  # as asked, jittered, a second at most
+                                await asyncio.sleep(random.uniform(0.5, 1.0) * min(1.0, delay))
                             continue
                         tally.error(f"PlaceOrder {describe(error)}")
                         break
@@ -630,6 +669,9 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
         send_first = await send(range(half))
         in_flight_half, wait_first = await wait_in_flight(half)
         with_half = memory_bytes(pid)
+        # The machine's own pace sets the second half's bound: a slow one gets longer.
+        second_bound = max(MIN_SECOND_HALF_BOUND, 3 * (loop.time() - case_started))
+        bound = min(hard_bound, loop.time() + second_bound)
         send_second = await send(range(half, count))
         in_flight_all, wait_second = await wait_in_flight(count)
         with_all = memory_bytes(pid)
@@ -638,18 +680,25 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
         return {
             "count": spec.in_flight_count,
             "errors": tally.errors + 1,
-            "error_samples": [*tally.samples, f"not done within {spec.in_flight_bound:g}s"],
+            "error_samples": [
+                *tally.samples,
+                f"not done within {bound - case_started:.0f}s (resent {dict(retried)})",
+            ],
             "passed": False,
         }
     finally:
         await clients.close()
     not_running = sum(n for status, n in statuses.items() if status != "RUNNING")
+    saga_ids = sorted({saga.saga_id for saga in tally.sagas})
     return {
         "count": count,
-        "sagas_started": len({saga.saga_id for saga in tally.sagas}),
+        "sagas_started": len(saga_ids),
+        "saga_ids": saga_ids,
         "replies": dict(statuses),
         "errors": tally.errors,
         "retries": retries,
+        "resent_by_status": dict(retried),
+        "bound_seconds": bound - case_started,
         "error_samples": tally.samples,
         "in_flight_half": in_flight_half,
         "in_flight": in_flight_all,
@@ -666,9 +715,21 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
     }
 
 
+async def check_only(spec: Spec) -> dict[str, Any]:
+    """check mode: every saga of check_saga_ids against the participants."""
+    clients = Clients(spec.addresses, spec.tls)
+    try:
+        await clients.ready()
+        sagas = [Saga(saga_id, False, "RUNNING") for saga_id in spec.check_saga_ids]
+        return {"check": await check(clients, spec, sagas)}
+    finally:
+        await clients.close()
+
+
 def main() -> int:
     spec = Spec.from_json(json.loads(sys.stdin.read()))
-    runner = in_flight if spec.mode == "in_flight" else load
+    runners = {"in_flight": in_flight, "check": check_only}
+    runner = runners.get(spec.mode, load)
     result = asyncio.run(runner(spec))
     emit("result", **result)
     return 0

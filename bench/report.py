@@ -369,6 +369,10 @@ def in_flight_table(result: dict[str, Any]) -> str:
             f"| {_mib(result['rss_in_flight_bytes'])} | {result['rss_per_saga_bytes']:.0f} "
             f"| {result['rss_per_saga_marginal_bytes']:.0f} | {result['send_seconds']:.1f} "
             f"| {result['retries']} | {result['errors']} | {'yes' if result['passed'] else 'NO'} |",
+            "",
+            f"Resent, by the status that asked for it: {result.get('resent_by_status') or 'none'}; "
+            f"the case's bound, from the pace of its first half: "
+            f"{result.get('bound_seconds', math.nan):.0f} s.",
         ]
     )
 
@@ -379,3 +383,91 @@ def machine_line(machine: dict[str, Any]) -> str:
         f"{machine['memory_total_bytes'] / 2**30:.1f} GiB, "
         f"Python {machine['python']}, Linux {machine['kernel']}"
     )
+
+
+def recovery_table(result: dict[str, Any]) -> str:
+    """The recovery case: times, memory, and the calls made while recovering."""
+    calls = result["calls"]
+    terminal = result["terminal_seconds"]
+    check = result.get("check", {})
+    verdict = (
+        f"ok ({check['sagas']})"
+        if check.get("passed")
+        else f"FAILED ({check.get('disagreements', '?')} disagree, "
+        f"{check.get('errors', '?')} errors)"
+        if check
+        else "not run"
+    )
+    targets = result.get("targets")
+    wanted = ""
+    if targets is not None:
+        wanted = (
+            f"serving <= {targets['serving_seconds_max']:g} s: "
+            f"{'met' if targets['serving_met'] else 'MISSED'}; all terminal <= "
+            f"{targets['terminal_seconds_max']:g} s: "
+            f"{'met' if targets['terminal_met'] else 'MISSED'}"
+        )
+    lines = [
+        "| sagas | SERVING s | all terminal s | peak RSS MiB | calls | peak calls/s "
+        "| mean calls/s | most calls at once | check | targets |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| {result['count']} | {result['serving_seconds']:.2f} "
+        f"| {'-' if terminal is None else f'{terminal:.1f}'} "
+        f"| {_mib(result['peak_rss_bytes'])} | {calls['calls']} | {calls['peak_per_second']} "
+        f"| {calls['mean_per_busy_second']:.0f} | {calls['most_in_flight']} "
+        f"(limit {result['max_recovering_sagas']}) | {verdict} | {wanted} |",
+        "",
+        "Calls per second from the restart: "
+        + (", ".join(str(n) for n in calls["per_second"]) or "none")
+        + " ("
+        + ", ".join(f"{name} {n}" for name, n in sorted(calls["by_participant"].items()))
+        + ").",
+    ]
+    return "\n".join(lines)
+
+
+def startup_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per service, its times to SERVING over every fresh start of the run; the
+    orchestrator's restart after the crash (with the sagas to recover) apart."""
+    seen: dict[str, list[float]] = {}
+    runs = list(results.get("runs", []))
+    if "tls" in results:
+        runs += [results["tls"]["plaintext"], results["tls"]["mtls"]]
+    if "observability" in results:
+        runs += [results["observability"][key] for key in ("plain", "metrics", "tracing")]
+    if "in_flight" in results:
+        runs.append(results["in_flight"])
+    for run in runs:
+        for name, seconds in run.get("startup_seconds", {}).items():
+            seen.setdefault(name, []).append(seconds)
+    rows = [
+        {
+            "service": name,
+            "starts": len(seen[name]),
+            "median_seconds": percentile(sorted(seen[name]), 0.5),
+            "max_seconds": max(seen[name]),
+        }
+        for name in SERVERS
+        if name in seen
+    ]
+    recovered = results.get("in_flight", {}).get("recovery")
+    if recovered is not None:
+        rows.append(
+            {
+                "service": f"orchestrator, restarted with {recovered['count']} sagas to recover",
+                "starts": 1,
+                "median_seconds": recovered["serving_seconds"],
+                "max_seconds": recovered["serving_seconds"],
+            }
+        )
+    return rows
+
+
+def startup_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| service | starts | median s | max s |", "|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['service']} | {row['starts']} | {row['median_seconds']:.2f} "
+            f"| {row['max_seconds']:.2f} |"
+        )
+    return "\n".join(lines)

@@ -25,9 +25,12 @@ Each run has an unmeasured warm-up, then a measured window of
 --duration-seconds; then every saga of the run is checked against the
 participants. Last, unless --skip-in-flight, many sagas are held in flight at
 once (Shipping slowed by its latency flag) to measure the orchestrator's RSS
-per in-flight saga. Prints Markdown tables; writes JSON. Exits 1 if any call
-failed, any saga ended other than its order asked, any participant disagrees
-with a saga, or the in-flight case did not get all its sagas in flight.
+per in-flight saga; then, unless --skip-recovery, the orchestrator is SIGKILLed
+with all of them in flight and restarted (bench/recovery.py). Every service's
+time from process start to SERVING is reported. Prints Markdown tables; writes
+JSON. Exits 1 if any call failed, any saga ended other than its order asked,
+any participant disagrees with a saga, the in-flight case did not get all its
+sagas in flight, or the recovered sagas did not all complete.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bench import profile, report
+from bench import profile, recovery, report
 from bench.postgres import PostgresCluster, PostgresUnavailable, start_cluster
 from bench.procfs import machine
 from bench.services import ROOT, ServiceError, child_env, cluster
@@ -126,6 +129,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--skip-in-flight", action="store_true", help="skip the many-sagas-in-flight case"
     )
     parser.add_argument(
+        "--skip-recovery",
+        action="store_true",
+        help="skip the recovery case (the orchestrator SIGKILLed with the in-flight case's "
+        "sagas in flight, then restarted)",
+    )
+    parser.add_argument(
         "--tls-concurrency",
         type=int,
         default=None,
@@ -149,9 +158,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--in-flight-latency-ms",
         type=int,
-        default=60_000,
+        default=300_000,
         help="Shipping's added latency on CreateShipment in the in-flight case; it bounds "
-        "how long sending and measuring may take (default %(default)s)",
+        "how long sending and measuring may take, however slow the machine (the case's "
+        "own bound follows the pace of its first half) (default %(default)s)",
     )
     parser.add_argument(
         "--quick",
@@ -346,6 +356,7 @@ def run_configuration(
         services.check_alive()
         shown = shown or (f"{mode}+mTLS" if tls_dir is not None else mode)
         summary = report.summarize_run(shown, concurrency, failure_rate, raw)
+        summary["startup_seconds"] = services.startup_seconds()
         summary["orchestrator_settings"] = "defaults (synchronous=FULL)" if mode != "direct" else ""
         if postgres is not None:
             summary["store"] = "postgresql"
@@ -516,6 +527,8 @@ def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result = run_loadgen(spec, bound + LOADGEN_SLACK, folder / "loadgen.log")
         services.check_alive()
         result.pop("event", None)
+        saga_ids: list[str] = result.pop("saga_ids", [])
+        result["startup_seconds"] = services.startup_seconds()
         result["shipping_latency_ms"] = latency_ms
         result["orchestrator_settings"] = (
             f"defaults, but --attempt-timeout-ms {latency_ms + 60_000} and "
@@ -523,6 +536,17 @@ def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             f"--max-sagas-in-flight and --max-calls-per-participant {args.in_flight_sagas}, "
             f"--max-db-queue {2 * args.in_flight_sagas}"
         )
+        if args.skip_recovery or not result.get("passed"):
+            return result
+        print(f"running recovery of {len(saga_ids)} sagas in flight …", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+        def check(addresses: dict[str, str], ids: list[str]) -> dict[str, Any]:
+            spec = {"mode": "check", "addresses": addresses, "pids": {}, "check_saga_ids": ids}
+            checked = run_loadgen(spec, 300 + LOADGEN_SLACK, folder / "loadgen.log")
+            return dict(checked["check"])
+
+        result["recovery"] = recovery.run(services, saga_ids, folder, check)
         return result
 
 
@@ -606,11 +630,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["in_flight"] = run_in_flight(args, workdir)
             if not results["in_flight"].get("passed"):
                 problems.append(f"in-flight case: {results['in_flight']}")
+            elif "recovery" in results["in_flight"]:
+                recovered = results["in_flight"]["recovery"]
+                problems += [f"recovery case: {problem}" for problem in recovered["problems"]]
     except PostgresUnavailable as error:
         problems.append(f"PostgreSQL unavailable: {error}")
     except (ServiceError, RuntimeError, TimeoutError) as error:
         problems.append(f"benchmark stopped: {error}")
     finally:
+        results["startup"] = report.startup_rows(results)
         if postgres is not None:
             postgres.stop()
         results["problems"] = problems
@@ -737,6 +765,30 @@ def render(results: dict[str, Any]) -> str:
             f"runs {result.get('orchestrator_settings', '?')}.",
             "",
             report.in_flight_table(result),
+            "",
+        ]
+    if "recovery" in results.get("in_flight", {}):
+        parts += [
+            "## Recovery after a crash",
+            "",
+            "With the sagas above in flight, the orchestrator is SIGKILLed; Shipping restarts "
+            "without its delay; the orchestrator restarts on the same saga log with its "
+            "defaults. Times are from the new process's start; calls are those of its log "
+            "(every attempt is recorded before its RPC). Every saga is then checked against "
+            "the participants.",
+            "",
+            report.recovery_table(results["in_flight"]["recovery"]),
+            "",
+        ]
+    startup = report.startup_rows(results)
+    if startup:
+        parts += [
+            "## Startup",
+            "",
+            "Time from process start to the first SERVING answer of grpc.health.v1.Health "
+            "(polled every 20 ms), over every fresh service the benchmark started.",
+            "",
+            report.startup_table(startup),
             "",
         ]
     for run in results["runs"]:

@@ -15,9 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -54,6 +55,12 @@ class Service:
     """What the health check dials with (mTLS runs: the operator's certificate)."""
     env: dict[str, str] = field(default_factory=dict)
     """Added to the environment (the tracing runs' OTEL_* variables)."""
+    started_at: float = 0.0
+    """time.monotonic() just before the process was started."""
+    serving_seconds: float | None = None
+    """From process start to the first SERVING answer of its health check."""
+    log_offset: int = 0
+    """Where this process's lines start in the log (a restart appends to it)."""
 
     @property
     def pid(self) -> int:
@@ -61,6 +68,8 @@ class Service:
         return self.process.pid
 
     def start(self) -> None:
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(
                 # SIGKILL if the benchmark itself dies: no service outlives it.
@@ -76,7 +85,7 @@ class Service:
         """Reads the address from the service's log ("serving ... on host:port")."""
         assert self.process is not None
         while True:
-            match = _SERVING.search(self.log())
+            match = _SERVING.search(self.log(since=self.log_offset))
             if match:
                 self.address = match.group(1)
                 return self.address
@@ -96,13 +105,27 @@ class Service:
             else grpc.insecure_channel(self.address)
         )
         with channel:
-            wait_until_serving(channel, "", timeout=max(0.1, deadline - time.monotonic()))
+            # Polled every 20 ms: the time to SERVING is one of the benchmark's figures.
+            wait_until_serving(
+                channel, "", timeout=max(0.1, deadline - time.monotonic()), max_backoff=0.02
+            )
+        self.serving_seconds = time.monotonic() - self.started_at
 
-    def log(self) -> str:
+    def log(self, since: int = 0) -> str:
+        """The log, from byte `since` on."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(since)
+                return log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is drained or flushed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
 
     def stop(self, deadline: float) -> int | None:
         """SIGTERM (the service drains for GRACE_SECONDS), SIGKILL if still up at deadline."""
@@ -134,6 +157,35 @@ class Cluster:
     def pids(self) -> dict[str, int]:
         return {name: service.pid for name, service in self.services.items()}
 
+    def startup_seconds(self) -> dict[str, float]:
+        """Each service's time from process start to SERVING."""
+        return {
+            name: service.serving_seconds
+            for name, service in self.services.items()
+            if service.serving_seconds is not None
+        }
+
+    def restart(
+        self,
+        name: str,
+        *,
+        remove: Sequence[str] = (),
+        flags: Mapping[str, str] = {},
+        timeout: float = STARTUP_TIMEOUT,
+    ) -> Service:
+        """Starts `name` anew on the same files, once its old process has exited
+        (the caller kills or stops it): its flags without those in `remove` (each
+        with its value), with `flags` set. Waits until it serves; returns it."""
+        old = self.services[name]
+        assert old.process is not None and old.process.poll() is not None, f"{name} still runs"
+        args = _without(old.args, {*remove, *flags})
+        for flag, value in flags.items():
+            args += [flag, value]
+        service = replace(old, args=args, process=None, address="", serving_seconds=None)
+        self.services[name] = service
+        _start_all([service], timeout)
+        return service
+
     def check_alive(self) -> None:
         for service in self.services.values():
             assert service.process is not None
@@ -144,14 +196,33 @@ class Cluster:
                 )
 
 
+def _without(args: Sequence[str], flags: set[str]) -> list[str]:
+    """`args` without each flag of `flags` and the value that follows it."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
 def _start_all(services: Sequence[Service], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for service in services:
         service.start()
-    for service in services:
+
+    def ready(service: Service) -> None:
         service.wait_address(deadline)
-    for service in services:
         service.wait_serving(deadline)
+
+    # Each waited for in a thread of its own, so each one's time to SERVING is its own.
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        for done in [pool.submit(ready, service) for service in services]:
+            done.result()
 
 
 @contextmanager
@@ -224,6 +295,7 @@ def cluster(
         participant("shipping", *shipping_args),
     ]
     started: list[Service] = list(participants)
+    running: Cluster | None = None
     try:
         _start_all(participants, startup_timeout)
         services = {s.name: s for s in participants}
@@ -270,8 +342,11 @@ def cluster(
             started[:0] = orchestrators
             _start_all(orchestrators, startup_timeout)
             services = {**{s.name: s for s in orchestrators}, **services}
-        yield Cluster(services)
+        running = Cluster(services)
+        yield running
     finally:
+        if running is not None:  # Cluster.restart may have replaced some
+            started = list(running.services.values())
         deadline = time.monotonic() + STOP_TIMEOUT
         for service in started:  # the orchestrators first: they call the others
             if service.process is not None and service.process.poll() is None:
