@@ -39,6 +39,9 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 SAGA_NOT_RESUMABLE = "SAGA_NOT_RESUMABLE"
 SAGA_NOT_CANCELLABLE = "SAGA_NOT_CANCELLABLE"
+DEADLINE_SHARE = 0.5
+"""A new saga is refused when recording one takes longer than this share of the
+time the caller has left: the rest is for the reply, on a busy machine."""
 
 
 class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -127,6 +130,18 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             await self._check_order(saga_input)
             request_id = saga_input.request_id
             business_key = f"ord_{uuid.uuid4().hex}"
+        remaining = context.time_remaining()
+        recording = self.engine.recording.seconds()
+        if remaining is not None and recording > remaining * DEADLINE_SHARE:
+            # It would likely be recorded after the caller gave up (and be found by a
+            # resend): a prompt refusal costs nothing and tells the caller when to retry.
+            raise errors.overloaded(
+                f"new sagas take about {recording:.1f}s to be recorded here now, more than "
+                f"{DEADLINE_SHARE:.0%} of the {remaining:.1f}s left before your deadline; "
+                "nothing was done, try again later",
+                limits.RETRY_AFTER_SECONDS,
+                limit="deadline",
+            )
         try:
             record, _ = await self.engine.start(
                 definition,

@@ -139,6 +139,40 @@ class SagaLimitReached(Exception):
         self.limit = limit
 
 
+class RecordingTime:
+    """How long recording a new saga takes now: the longer of the recent mean
+    (an exponentially weighted one) and the age of the oldest creation still
+    waiting for the log. With no creation waiting it is 0: the next one goes
+    straight to the log, and its own time refreshes the mean. PlaceOrder sheds
+    a call whose deadline this would not leave time for (service.py)."""
+
+    WEIGHT = 0.2  # of the newest creation in the mean
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._mean = 0.0
+        self._waiting: dict[int, float] = {}  # token -> start; insertion order is age order
+        self._tokens = 0
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        """Times one creation, from the request to the log's answer."""
+        self._tokens += 1
+        token = self._tokens
+        self._waiting[token] = self._clock()
+        try:
+            yield
+            self._mean += self.WEIGHT * (self._clock() - self._waiting[token] - self._mean)
+        finally:
+            del self._waiting[token]
+
+    def seconds(self) -> float:
+        if not self._waiting:
+            return 0.0
+        oldest = next(iter(self._waiting.values()))
+        return max(self._mean, self._clock() - oldest)
+
+
 @dataclass(frozen=True)
 class EngineLimits:
     """What one orchestrator takes on at once (service_kit/limits.py has the reasons)."""
@@ -177,6 +211,8 @@ class SagaEngine:
             metrics.not_driven.set_function(lambda: len(self._undriven))
         self.limits = limits
         self._starting = 0  # start() calls between the limit check and their task
+        self.recording = RecordingTime()
+        """How long a new saga takes to be recorded now (PlaceOrder sheds on it)."""
         self._slots: dict[str, asyncio.Semaphore] = {}  # per participant
         self._waiting: Counter[str] = Counter()  # attempts waiting for a participant's slot
         self._recovery_line: deque[str] = deque()  # found by recover(), not driven yet
@@ -353,7 +389,8 @@ class SagaEngine:
     ) -> tuple[SagaRecord, bool]:
         try:
             try:
-                record, created = await self.store.create(record)
+                with self.recording.timing():
+                    record, created = await self.store.create(record)
             except BaseException:
                 if span is not None:
                     span.set_status(trace.StatusCode.ERROR, "not recorded")

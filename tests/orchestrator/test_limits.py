@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import cast
 
 import grpc
+import pytest
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 
-from orchestrator_server.saga.engine import ChangeFeed, EngineLimits
+from orchestrator_server.saga.engine import ChangeFeed, EngineLimits, RecordingTime
 from orchestrator_server.saga.sqlite_store import SqliteSagaStore
 from service_kit import limits
 from tests.harness import wait_until
@@ -253,3 +254,49 @@ async def test_a_change_wakes_every_watcher_and_a_watcher_leaves_nothing() -> No
     assert len(feed) == 0
     feed.notify("s1")  # nobody watches: nothing to keep
     assert len(feed) == 0
+
+
+async def test_a_new_saga_that_would_be_recorded_too_late_for_its_caller_is_refused(
+    tmp_path: Path,
+) -> None:
+    system = await start_system(tmp_path)
+    try:
+        await system.place()  # the product is known: only the log stands in the way
+        engine = system.orchestrator.engine
+        log = cast(SqliteSagaStore, system.orchestrator.store)
+        async with writer_held(log.db):
+            waiting = system.place_in_background(timeout=120.0)  # patient: it waits its turn
+            await wait_until(lambda: engine.recording.seconds() >= 0.5)
+
+            error = await rpc_error(system.place(timeout=0.5))  # could not be answered in time
+
+            info = assert_rejected(error, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED")
+            assert info.metadata["limit"] == "deadline"
+            assert retry_delay(error) == limits.RETRY_AFTER_SECONDS
+        assert (await waiting).status == pb.SAGA_STATUS_COMPLETED
+        assert await sagas(system) == 2  # the refused one wrote nothing
+        assert await charges(system) == 2
+        assert engine.recording.seconds() == 0.0  # nothing waits: the next one goes in
+        assert (await system.place(timeout=5.0)).status == pb.SAGA_STATUS_COMPLETED
+    finally:
+        await system.close()
+
+
+def test_recording_time_is_the_mean_or_the_oldest_wait_and_zero_when_none_waits() -> None:
+    now = [100.0]
+    recording = RecordingTime(clock=lambda: now[0])
+    assert recording.seconds() == 0.0
+    with recording.timing():
+        now[0] += 2.0
+        assert recording.seconds() == 2.0  # no mean yet: the wait so far
+    assert recording.seconds() == 0.0  # nothing waits: whatever the mean says
+    first, second = recording.timing(), recording.timing()
+    first.__enter__()
+    now[0] += 1.0
+    second.__enter__()
+    assert recording.seconds() == 1.0  # the oldest waits 1 s; the mean is 0.4
+    first.__exit__(None, None, None)  # took 1 s: the mean is now 0.4 + 0.2 * 0.6
+    assert recording.seconds() == pytest.approx(0.52)  # the other has waited 0 s
+    now[0] += 3.0
+    assert recording.seconds() == 3.0
+    second.__exit__(None, None, None)
