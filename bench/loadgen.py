@@ -17,9 +17,10 @@ It reads one JSON spec (`Spec`) on stdin and writes JSON lines on stdout:
 - "in_flight": sends PlaceOrders with a short deadline to an orchestrator whose
   shipping participant is slowed down, and measures the orchestrator's memory
   with all of them in flight. A PlaceOrder shed (RESOURCE_EXHAUSTED) or out of
-  time is resent with the same request_id until the case's bound: a slow
-  machine takes longer, it does not fail. The bound of the second half is
-  derived from how long the first half took.
+  time is resent with the same request_id: a slow machine takes longer, it
+  does not fail. The case gives up only when nothing has moved for
+  STALL_SECONDS (no PlaceOrder answered, no more sagas in flight), or at
+  in_flight_bound, when Shipping's delay would end.
 - "check": only the correctness check, of the sagas `check_saga_ids` (all of
   them orders that should complete), as after the recovery case.
 
@@ -562,8 +563,8 @@ def retry_after(error: grpc.aio.AioRpcError) -> float | None:
     return None
 
 
-# The shortest a second half may be given, whatever the first half took.
-MIN_SECOND_HALF_BOUND = 60.0
+STALL_SECONDS = 30.0
+"""The in-flight case gives up when nothing has moved for this long."""
 
 
 async def in_flight(spec: Spec) -> dict[str, Any]:
@@ -572,9 +573,8 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
     before, with half of them in flight, and with all of them in flight.
 
     A PlaceOrder shed or out of time is resent (same request_id) after the
-    RetryInfo delay, as a client should, until the bound: in_flight_bound for the
-    first half; for the second, three times what the first half took (at least
-    MIN_SECOND_HALF_BOUND), within in_flight_bound."""
+    RetryInfo delay or a short pause, as a client should, for as long as the
+    case moves (see STALL_SECONDS), within in_flight_bound."""
     clients = Clients(spec.addresses, spec.tls)
     stub = clients.orchestrator
     assert stub is not None
@@ -585,15 +585,20 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
     retried: Counter[str] = Counter()  # resends by the status that caused them
     statuses: Counter[str] = Counter()
     case_started = loop.time()
-    hard_bound = case_started + spec.in_flight_bound
-    bound = hard_bound
+    bound = case_started + spec.in_flight_bound
+    moved = case_started  # when a PlaceOrder was last answered, or more sagas got in flight
+
+    def going() -> bool:
+        now = loop.time()
+        return now < bound and now - moved < STALL_SECONDS
 
     async def send(indices: range) -> float:
-        nonlocal retries
+        nonlocal moved
+        moved = loop.time()
         pending = iter(indices)
 
         async def worker() -> None:
-            nonlocal retries
+            nonlocal retries, moved
             for i in pending:
                 request = pb.PlaceOrderRequest(
                     request_id=f"bench-in-flight-{i}",
@@ -607,17 +612,18 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
                     try:
                         response = await stub.PlaceOrder(request, timeout=spec.in_flight_deadline)
                     except grpc.aio.AioRpcError as error:
-                        if error.code() in RETRY_CODES and loop.time() < bound:
+                        if error.code() in RETRY_CODES and going():
                             retries += 1
                             retried[error.code().name] += 1
-                            delay = retry_after(error)
-                            if delay is not None:  # as asked, jittered, a second at most
-                                await asyncio.sleep(random.uniform(0.5, 1.0) * min(1.0, delay))
+                            # As asked (RetryInfo), else briefly; jittered, a second at most.
+                            delay = min(1.0, retry_after(error) or 0.25)
+                            await asyncio.sleep(random.uniform(0.5, 1.0) * delay)
                             continue
                         tally.error(f"PlaceOrder {describe(error)}")
                         break
                     status = pb.SagaStatus.Name(response.status).removeprefix("SAGA_STATUS_")
                     statuses[status] += 1
+                    moved = loop.time()
                     tally.sagas.append(Saga(response.saga_id, False, status))
                     break
 
@@ -652,12 +658,16 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
         return count
 
     async def wait_in_flight(target: int) -> tuple[int, float]:
-        started = loop.time()
+        nonlocal moved
+        moved = started = loop.time()
         count = 0
-        while loop.time() < bound:
+        best = 0
+        while going():
             count = await at_last_step()
             if count >= target:
                 break
+            if count > best:
+                best, moved = count, loop.time()
             await asyncio.sleep(0.25)  # polling the orchestrator for a condition, bounded
         return count, loop.time() - started
 
@@ -669,9 +679,6 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
         send_first = await send(range(half))
         in_flight_half, wait_first = await wait_in_flight(half)
         with_half = memory_bytes(pid)
-        # The machine's own pace sets the second half's bound: a slow one gets longer.
-        second_bound = max(MIN_SECOND_HALF_BOUND, 3 * (loop.time() - case_started))
-        bound = min(hard_bound, loop.time() + second_bound)
         send_second = await send(range(half, count))
         in_flight_all, wait_second = await wait_in_flight(count)
         with_all = memory_bytes(pid)
@@ -682,13 +689,19 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
             "errors": tally.errors + 1,
             "error_samples": [
                 *tally.samples,
-                f"not done within {bound - case_started:.0f}s (resent {dict(retried)})",
+                f"not done: nothing moved for {STALL_SECONDS:g}s or {spec.in_flight_bound:g}s "
+                f"passed (resent {dict(retried)})",
             ],
             "passed": False,
         }
     finally:
         await clients.close()
     not_running = sum(n for status, n in statuses.items() if status != "RUNNING")
+    if in_flight_all < count:
+        tally.samples.append(
+            f"{in_flight_all} of {count} in flight when the case gave up (nothing moved for "
+            f"{STALL_SECONDS:g}s, or {spec.in_flight_bound:g}s passed)"
+        )
     saga_ids = sorted({saga.saga_id for saga in tally.sagas})
     return {
         "count": count,
@@ -698,7 +711,7 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
         "errors": tally.errors,
         "retries": retries,
         "resent_by_status": dict(retried),
-        "bound_seconds": bound - case_started,
+        "case_seconds": loop.time() - case_started,
         "error_samples": tally.samples,
         "in_flight_half": in_flight_half,
         "in_flight": in_flight_all,

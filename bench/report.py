@@ -371,8 +371,8 @@ def in_flight_table(result: dict[str, Any]) -> str:
             f"| {result['retries']} | {result['errors']} | {'yes' if result['passed'] else 'NO'} |",
             "",
             f"Resent, by the status that asked for it: {result.get('resent_by_status') or 'none'}; "
-            f"the case's bound, from the pace of its first half: "
-            f"{result.get('bound_seconds', math.nan):.0f} s.",
+            f"the case took {result.get('case_seconds', math.nan):.0f} s (it gives up only when "
+            "nothing moves for 30 s).",
         ]
     )
 

@@ -760,8 +760,9 @@ def render(results: dict[str, Any]) -> str:
             "## Sagas in flight at once",
             "",
             f"Shipping delays CreateShipment by {result.get('shipping_latency_ms', '?')} ms; "
-            "PlaceOrders are sent with a 1 s deadline and return RUNNING (one that misses "
-            "its deadline is resent with the same request_id: 'resent'). The orchestrator "
+            "PlaceOrders are sent with a 1 s deadline and return RUNNING (one shed with "
+            "RESOURCE_EXHAUSTED or out of time is resent with the same request_id after a "
+            "pause: 'resent'). The orchestrator "
             f"runs {result.get('orchestrator_settings', '?')}.",
             "",
             report.in_flight_table(result),

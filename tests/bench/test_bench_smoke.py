@@ -32,6 +32,8 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     assert "## Sagas in flight at once" in done.stdout
     assert "## mTLS on every hop" in done.stdout
     assert "## Metrics and tracing" in done.stdout
+    assert "## Recovery after a crash" in done.stdout
+    assert "## Startup" in done.stdout
 
     results = json.loads(output.read_text())
     assert results["passed"] is True
@@ -88,3 +90,21 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     assert in_flight["passed"] is True, in_flight
     assert in_flight["in_flight"] == in_flight["count"] == 200
     assert in_flight["rss_in_flight_bytes"] >= in_flight["rss_before_bytes"] > 0
+    # The orchestrator SIGKILLed with those 200 in flight, restarted: every one completed.
+    recovered = in_flight["recovery"]
+    assert recovered["passed"] is True, recovered
+    assert recovered["count"] == 200 and recovered["not_terminal"] == 0
+    assert 0 < recovered["serving_seconds"] <= recovered["terminal_seconds"]
+    assert recovered["check"]["passed"] is True and recovered["check"]["sagas"] == 200
+    assert recovered["check"]["seen"]["SAGA_STATUS_COMPLETED"] == 200
+    assert recovered["check"]["seen"]["SHIPMENT_STATUS_CREATED"] == 200
+    calls = recovered["calls"]  # only the held step was left to do, once per saga at least
+    assert set(calls["by_participant"]) == {"ShippingService"}
+    assert calls["calls"] >= 200 and sum(calls["per_second"]) == calls["calls"]
+    assert 0 < calls["most_in_flight"] <= recovered["max_recovering_sagas"]
+    assert recovered["peak_rss_bytes"] > 0
+    startup = {row["service"]: row for row in results["startup"]}
+    for server in ("orchestrator", "payment", "inventory", "shipping"):
+        assert startup[server]["starts"] >= 10, startup  # every configuration's services
+        assert 0 < startup[server]["median_seconds"] <= startup[server]["max_seconds"]
+    assert startup["orchestrator, restarted with 200 sagas to recover"]["starts"] == 1
