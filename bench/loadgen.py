@@ -550,17 +550,21 @@ async def check(clients: Clients, spec: Spec, sagas: list[Saga]) -> dict[str, An
 # --- many sagas in flight ----------------------------------------------------
 
 
-def retry_after(error: grpc.aio.AioRpcError) -> float | None:
-    """The google.rpc.RetryInfo delay a refusal carries, in seconds (None: none)."""
+def refusal(error: grpc.aio.AioRpcError) -> tuple[float | None, str]:
+    """A refusal's google.rpc.RetryInfo delay in seconds (None: none), and the
+    limit its ErrorInfo names ("" if none)."""
+    delay, limit = None, ""
     # grpc-stubs types metadata items as objects; at run time they are (key, value) pairs.
     trailers = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
     for key, value in trailers:
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
             for detail in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.RetryInfo()
-                if detail.Unpack(info):
-                    return float(info.retry_delay.ToTimedelta().total_seconds())
-    return None
+                retry, info = error_details_pb2.RetryInfo(), error_details_pb2.ErrorInfo()
+                if detail.Unpack(retry):
+                    delay = float(retry.retry_delay.ToTimedelta().total_seconds())
+                elif detail.Unpack(info):
+                    limit = info.metadata.get("limit", "")
+    return delay, limit
 
 
 STALL_SECONDS = 30.0
@@ -614,9 +618,10 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
                     except grpc.aio.AioRpcError as error:
                         if error.code() in RETRY_CODES and going():
                             retries += 1
-                            retried[error.code().name] += 1
+                            asked, limit = refusal(error)
+                            retried[f"{error.code().name} {limit}".strip()] += 1
                             # As asked (RetryInfo), else briefly; jittered, a second at most.
-                            delay = min(1.0, retry_after(error) or 0.25)
+                            delay = min(1.0, asked or 0.25)
                             await asyncio.sleep(random.uniform(0.5, 1.0) * delay)
                             continue
                         tally.error(f"PlaceOrder {describe(error)}")

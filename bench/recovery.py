@@ -14,6 +14,9 @@ CreateShipment held by Shipping's added latency. Then:
    log: every attempt is recorded before its RPC), per second and at once;
 4. every saga of the case is checked against the participants (bench.loadgen's
    check), and each must have COMPLETED.
+
+The case gives up only when no saga has ended for STALL_SECONDS, so a slow
+machine gets its (slower) figures.
 """
 
 from __future__ import annotations
@@ -48,10 +51,10 @@ TARGET_COUNT = 10_000  # the targets are stated for this many sagas
 POLL_SECONDS = 0.2
 
 
-def bound_seconds(count: int) -> float:
-    """How long recovery may take before the case gives up: generous, and more
-    for more sagas, so a slow machine reports its figure instead of failing."""
-    return 120.0 + 0.05 * count
+STALL_SECONDS = 30.0
+"""Recovery is given up when no saga has ended for this long: a slow machine
+reports its figure instead of failing, a stuck one fails."""
+HARD_BOUND_SECONDS = 1800.0
 
 
 def _active(channel: grpc.Channel) -> int:
@@ -118,17 +121,22 @@ def run(
     )
     serving = orchestrator.serving_seconds
     assert serving is not None
-    bound = bound_seconds(count)
     terminal: float | None = None
     active = count
+    moved = time.monotonic()  # when the last saga ended
     with grpc.insecure_channel(orchestrator.address) as channel:
-        while time.monotonic() - orchestrator.started_at < bound:
+        while time.monotonic() - moved < STALL_SECONDS:
             services.check_alive()
-            active = _active(channel)
-            if active == 0:
-                terminal = time.monotonic() - orchestrator.started_at
+            now, left = time.monotonic(), _active(channel)
+            if left == 0:
+                terminal = now - orchestrator.started_at
+                break
+            if left < active:
+                active, moved = left, now
+            if now - orchestrator.started_at > HARD_BOUND_SECONDS:
                 break
             time.sleep(POLL_SECONDS)  # polling the orchestrator for a condition, bounded
+        active = 0 if terminal is not None else active
     memory = memory_bytes(orchestrator.pid)
     calls = calls_while_recovering(folder / "orchestrator.db", since_ms)
     result: dict[str, Any] = {
@@ -136,7 +144,6 @@ def run(
         "serving_seconds": serving,
         "terminal_seconds": terminal,
         "not_terminal": active,
-        "bound_seconds": bound,
         "peak_rss_bytes": memory["peak_rss"],
         "rss_bytes": memory["rss"],
         "shipping_serving_seconds": shipping.serving_seconds,
@@ -146,7 +153,9 @@ def run(
     }
     problems = []
     if terminal is None:
-        problems.append(f"{active} of {count} sagas not terminal within {bound:.0f}s")
+        problems.append(
+            f"{active} of {count} sagas not terminal: none ended for {STALL_SECONDS:g}s"
+        )
     else:
         result["check"] = check({n: s.address for n, s in services.services.items()}, saga_ids)
         if not result["check"].get("passed"):
