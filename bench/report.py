@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 SERVERS = ("orchestrator", "payment", "inventory", "shipping")
+INMEMORY_ORCHESTRATOR = "in-memory orchestrator"  # bench.inmemory, in the startup figures
 MIB = 1024 * 1024
 
 # The targets, at concurrency 64, on the medians of the repeats: orchestrated
@@ -447,7 +448,7 @@ def startup_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "median_seconds": percentile(sorted(seen[name]), 0.5),
             "max_seconds": max(seen[name]),
         }
-        for name in SERVERS
+        for name in (*SERVERS, INMEMORY_ORCHESTRATOR)
         if name in seen
     ]
     recovered = results.get("in_flight", {}).get("recovery")

@@ -356,7 +356,14 @@ def run_configuration(
         services.check_alive()
         shown = shown or (f"{mode}+mTLS" if tls_dir is not None else mode)
         summary = report.summarize_run(shown, concurrency, failure_rate, raw)
-        summary["startup_seconds"] = services.startup_seconds()
+        summary["startup_seconds"] = {
+            (
+                report.INMEMORY_ORCHESTRATOR
+                if mode == "inmemory" and name == "orchestrator"
+                else name
+            ): s
+            for name, s in services.startup_seconds().items()
+        }
         summary["orchestrator_settings"] = "defaults (synchronous=FULL)" if mode != "direct" else ""
         if postgres is not None:
             summary["store"] = "postgresql"
