@@ -65,9 +65,12 @@ QUANTITY = 1
 CURRENCY = "JPY"
 ADDRESS = "1-2-3 Shibuya, Tokyo"
 MAX_ERROR_SAMPLES = 10
-# Statuses with which a PlaceOrder of the in-flight case is sent again (same request_id).
+# Statuses with which a PlaceOrder of the in-flight case is sent again (same request_id,
+# so a saga made by the first is found, never doubled). CANCELLED comes back now and
+# then on a starved machine when the server gives up the call at its deadline first.
 RETRY_CODES = frozenset(
     {
+        grpc.StatusCode.CANCELLED,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
