@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 SERVERS = ("orchestrator", "payment", "inventory", "shipping")
-INMEMORY_ORCHESTRATOR = "in-memory orchestrator"  # bench.inmemory, in the startup figures
 MIB = 1024 * 1024
 
 # The targets, at concurrency 64, on the medians of the repeats: orchestrated
@@ -448,8 +447,7 @@ def startup_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "median_seconds": percentile(sorted(seen[name]), 0.5),
             "max_seconds": max(seen[name]),
         }
-        for name in (*SERVERS, INMEMORY_ORCHESTRATOR)
-        if name in seen
+        for name in [*(n for n in SERVERS if n in seen), *sorted(seen.keys() - set(SERVERS))]
     ]
     recovered = results.get("in_flight", {}).get("recovery")
     if recovered is not None:
@@ -462,6 +460,16 @@ def startup_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def startup_name(service: str, mode: str, postgres: bool) -> str:
+    """What a service's startup is filed under: the in-memory orchestrator and
+    the orchestrators on PostgreSQL apart from minisaga's on SQLite."""
+    if mode == "inmemory" and service == "orchestrator":
+        return "in-memory orchestrator"
+    if postgres and service.startswith("orchestrator"):
+        return "orchestrator on PostgreSQL"
+    return service
 
 
 def startup_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -357,12 +357,8 @@ def run_configuration(
         shown = shown or (f"{mode}+mTLS" if tls_dir is not None else mode)
         summary = report.summarize_run(shown, concurrency, failure_rate, raw)
         summary["startup_seconds"] = {
-            (
-                report.INMEMORY_ORCHESTRATOR
-                if mode == "inmemory" and name == "orchestrator"
-                else name
-            ): s
-            for name, s in services.startup_seconds().items()
+            report.startup_name(service, mode, postgres is not None): seconds
+            for service, seconds in services.startup_seconds().items()
         }
         summary["orchestrator_settings"] = "defaults (synchronous=FULL)" if mode != "direct" else ""
         if postgres is not None:
