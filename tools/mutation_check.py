@@ -111,6 +111,24 @@ await self._write(record, finished=unsaved, begun=attempt, status=status)
 self._checkpoint(f"{phase.value}-attempt-recorded")
 """
 
+
+# Payment's fail switch moved after its INSERT: a rejection that has written.
+CHARGE_FAILS_AFTER_ITS_INSERT = (
+    Edit(
+        PAYMENT,
+        PAYMENT_FAIL_SWITCH + "if request.amount > self.limit:\n",
+        "if request.amount > self.limit:\n",
+        12,
+    ),
+    Edit(
+        PAYMENT,
+        "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
+        PAYMENT_FAIL_SWITCH
+        + "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
+        12,
+    ),
+)
+
 MUTATIONS: tuple[Mutation, ...] = (
     # --- participants ------------------------------------------------------
     mutation(
@@ -204,19 +222,7 @@ def reserve(conn: sqlite3.Connection) -> pb.ReserveResponse:
         "rejection writes nothing",
         (
             Edit("service_kit/database.py", 'conn.execute("ROLLBACK TO job")\n', "pass\n", 12),
-            Edit(
-                PAYMENT,
-                PAYMENT_FAIL_SWITCH + "if request.amount > self.limit:\n",
-                "if request.amount > self.limit:\n",
-                12,
-            ),
-            Edit(
-                PAYMENT,
-                "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
-                PAYMENT_FAIL_SWITCH
-                + "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
-                12,
-            ),
+            *CHARGE_FAILS_AFTER_ITS_INSERT,
         ),
         (CONTRACT, "-k", "fail_switch_fails_on_purpose_and_writes_nothing"),
     ),
@@ -230,19 +236,7 @@ def reserve(conn: sqlite3.Connection) -> pb.ReserveResponse:
                 "if not conn.in_transaction:\n",
                 12,
             ),
-            Edit(
-                PAYMENT,
-                PAYMENT_FAIL_SWITCH + "if request.amount > self.limit:\n",
-                "if request.amount > self.limit:\n",
-                12,
-            ),
-            Edit(
-                PAYMENT,
-                "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
-                PAYMENT_FAIL_SWITCH
-                + "return pb.ChargeResponse(payment=_payment(_select(conn, request.saga_id)))\n",
-                12,
-            ),
+            *CHARGE_FAILS_AFTER_ITS_INSERT,
         ),
         (CONTRACT, "-k", "fail_switch_fails_on_purpose_and_writes_nothing"),
     ),
