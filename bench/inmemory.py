@@ -18,120 +18,59 @@ import asyncio
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
-from minisaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from minisaga.inventory.v1 import inventory_pb2_grpc
 from minisaga.orchestrator.v1 import orchestrator_pb2 as pb
 from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
-from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
-from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
+from minisaga.payment.v1 import payment_pb2_grpc
+from minisaga.shipping.v1 import shipping_pb2_grpc
+
+from bench.by_hand import Order, Participants, run_by_hand
 
 Context = grpc.aio.ServicerContext[Any, Any]
 CALL_TIMEOUT = 30.0
-STORE_PICKUP = "store pickup"  # as orchestrator_server.order_saga, so the requests match
 
 
 class InMemoryOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self, channels: dict[str, grpc.aio.Channel]) -> None:
-        self.payment = payment_pb2_grpc.PaymentServiceStub(channels["payment"])
-        self.inventory = inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
-        self.shipping = shipping_pb2_grpc.ShippingServiceStub(channels["shipping"])
+        self.participants = Participants(
+            payment_pb2_grpc.PaymentServiceStub(channels["payment"]),
+            inventory_pb2_grpc.InventoryServiceStub(channels["inventory"]),
+            shipping_pb2_grpc.ShippingServiceStub(channels["shipping"]),
+        )
         self.sagas: dict[str, pb.Saga] = {}
 
     async def PlaceOrder(
         self, request: pb.PlaceOrderRequest, context: Context
     ) -> pb.PlaceOrderResponse:
-        saga_id = str(uuid.uuid4())
-        order_id = f"ord_{uuid.uuid4().hex}"
+        order = Order(
+            saga_id=str(uuid.uuid4()),
+            order_id=f"ord_{uuid.uuid4().hex}",
+            product_id=request.product_id,
+            quantity=request.quantity,
+            amount=request.amount,
+            currency=request.currency,
+            address=request.address,
+            fail_payment=request.fail_payment,
+            fail_inventory=request.fail_inventory,
+            fail_shipping=request.fail_shipping,
+        )
         saga = pb.Saga(
-            saga_id=saga_id,
+            saga_id=order.saga_id,
             saga_type="place_order",
-            order_id=order_id,
+            order_id=order.order_id,
             status=pb.SAGA_STATUS_RUNNING,
         )
-        self.sagas[saga_id] = saga
-        reservation_id = ""
-
-        async def charge() -> None:
-            await self.payment.Charge(
-                payment_pb2.ChargeRequest(
-                    saga_id=saga_id,
-                    order_id=order_id,
-                    amount=request.amount,
-                    currency=request.currency,
-                    fail=request.fail_payment,
-                ),
-                timeout=CALL_TIMEOUT,
-            )
-
-        async def reserve() -> None:
-            nonlocal reservation_id
-            reply = await self.inventory.Reserve(
-                inventory_pb2.ReserveRequest(
-                    saga_id=saga_id,
-                    product_id=request.product_id,
-                    quantity=request.quantity,
-                    fail=request.fail_inventory,
-                ),
-                timeout=CALL_TIMEOUT,
-            )
-            reservation_id = reply.reservation.reservation_id
-
-        async def ship() -> None:
-            await self.shipping.CreateShipment(
-                shipping_pb2.CreateShipmentRequest(
-                    saga_id=saga_id,
-                    order_id=order_id,
-                    address=request.address or STORE_PICKUP,
-                    fail=request.fail_shipping,
-                    reservation_id=reservation_id,
-                ),
-                timeout=CALL_TIMEOUT,
-            )
-
-        async def refund() -> None:
-            await self.payment.Refund(
-                payment_pb2.RefundRequest(saga_id=saga_id, reason="order saga compensation"),
-                timeout=CALL_TIMEOUT,
-            )
-
-        async def release() -> None:
-            await self.inventory.Release(
-                inventory_pb2.ReleaseRequest(saga_id=saga_id), timeout=CALL_TIMEOUT
-            )
-
-        async def cancel_shipment() -> None:
-            await self.shipping.CancelShipment(
-                shipping_pb2.CancelShipmentRequest(saga_id=saga_id), timeout=CALL_TIMEOUT
-            )
-
-        steps: list[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = [
-            (charge, refund),
-            (reserve, release),
-            (ship, cancel_shipment),
-        ]
-        done: list[Callable[[], Awaitable[None]]] = []
-        status = pb.SAGA_STATUS_COMPLETED
-        for action, compensation in steps:
-            try:
-                await action()
-            except grpc.aio.AioRpcError:
-                status = pb.SAGA_STATUS_COMPENSATED
-                break
-            done.append(compensation)
-        if status == pb.SAGA_STATUS_COMPENSATED:
-            for compensation in reversed(done):
-                try:
-                    await compensation()
-                except grpc.aio.AioRpcError:
-                    status = pb.SAGA_STATUS_FAILED  # no retries: left for a human
-                    break
-        saga.status = status
-        return pb.PlaceOrderResponse(order_id=order_id, saga_id=saga_id, status=status)
+        self.sagas[order.saga_id] = saga
+        outcome = await run_by_hand(self.participants, order, CALL_TIMEOUT)
+        saga.status = pb.SagaStatus.Value(f"SAGA_STATUS_{outcome.status}")
+        return pb.PlaceOrderResponse(
+            order_id=order.order_id, saga_id=order.saga_id, status=saga.status
+        )
 
     async def GetSaga(self, request: pb.GetSagaRequest, context: Context) -> pb.GetSagaResponse:
         saga = self.sagas.get(request.saga_id)

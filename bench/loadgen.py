@@ -55,6 +55,7 @@ from minisaga.orchestrator.v1 import orchestrator_pb2_grpc
 from minisaga.payment.v1 import payment_pb2, payment_pb2_grpc
 from minisaga.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
+from bench.by_hand import Order, Participants, run_by_hand
 from bench.procfs import cpu_seconds, memory_bytes, tree_cpu_seconds
 from bench.services import PRODUCT
 
@@ -234,86 +235,31 @@ def orchestrated(clients: Clients, spec: Spec, tally: Tally) -> Callable[[int], 
 
 
 def direct(clients: Clients, spec: Spec, tally: Tally) -> Callable[[int], Awaitable[None]]:
-    """The baseline: the client runs the saga itself, with no log."""
+    """The baseline: the client runs the saga itself, with no log (bench.by_hand)."""
     failing = failing_order(Fraction(spec.failure_rate).limit_denominator(1000))
-    timeout = spec.call_timeout
+    to = Participants(clients.payment, clients.inventory, clients.shipping)
 
     async def one(i: int) -> None:
         fail = failing(i)
-        saga_id = str(uuid.uuid4())
-        order_id = f"ord_{uuid.uuid4().hex}"
-
-        async def charge() -> None:
-            await clients.payment.Charge(
-                payment_pb2.ChargeRequest(
-                    saga_id=saga_id, order_id=order_id, amount=AMOUNT, currency=CURRENCY
-                ),
-                timeout=timeout,
-            )
-
-        async def refund() -> None:
-            await clients.payment.Refund(
-                payment_pb2.RefundRequest(saga_id=saga_id, reason="order saga compensation"),
-                timeout=timeout,
-            )
-
-        async def reserve() -> None:
-            await clients.inventory.Reserve(
-                inventory_pb2.ReserveRequest(
-                    saga_id=saga_id, product_id=PRODUCT, quantity=QUANTITY, fail=fail
-                ),
-                timeout=timeout,
-            )
-
-        async def release() -> None:
-            await clients.inventory.Release(
-                inventory_pb2.ReleaseRequest(saga_id=saga_id), timeout=timeout
-            )
-
-        async def ship() -> None:
-            await clients.shipping.CreateShipment(
-                shipping_pb2.CreateShipmentRequest(
-                    saga_id=saga_id, order_id=order_id, address=ADDRESS
-                ),
-                timeout=timeout,
-            )
-
-        async def cancel_shipment() -> None:
-            await clients.shipping.CancelShipment(
-                shipping_pb2.CancelShipmentRequest(saga_id=saga_id), timeout=timeout
-            )
-
-        steps: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = [
-            ("charge", charge, refund),
-            ("reserve", reserve, release),
-            ("ship", ship, cancel_shipment),
-        ]
+        order = Order(
+            saga_id=str(uuid.uuid4()),
+            order_id=f"ord_{uuid.uuid4().hex}",
+            product_id=PRODUCT,
+            quantity=QUANTITY,
+            amount=AMOUNT,
+            currency=CURRENCY,
+            address=ADDRESS,
+            fail_inventory=fail,
+        )
         started = time.perf_counter()
-        done: list[Callable[[], Awaitable[None]]] = []
-        status = "COMPLETED"
-        for name, action, compensation in steps:
-            try:
-                await action()
-            except grpc.aio.AioRpcError as error:
-                injected = (
-                    name == "reserve"
-                    and fail
-                    and error.code() == grpc.StatusCode.FAILED_PRECONDITION
-                )
-                if not injected:
-                    tally.error(f"direct {name} {describe(error)}")
-                status = "COMPENSATED"
-                break
-            done.append(compensation)
-        if status == "COMPENSATED":
-            for compensation in reversed(done):
-                try:
-                    await compensation()
-                except grpc.aio.AioRpcError as error:
-                    tally.error(f"direct compensation {describe(error)}")
-                    status = "FAILED"
-                    break
-        tally.done(time.perf_counter() - started, Saga(saga_id, fail, status))
+        outcome = await run_by_hand(to, order, spec.call_timeout)
+        for step, error in outcome.failures:
+            injected = (
+                step == "reserve" and fail and error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            )
+            if not injected:
+                tally.error(f"direct {step} {describe(error)}")
+        tally.done(time.perf_counter() - started, Saga(order.saga_id, fail, outcome.status))
 
     return one
 
