@@ -249,9 +249,13 @@ def tls_comparison(plaintext: dict[str, Any], mtls: dict[str, Any]) -> dict[str,
 
 
 def observability_comparison(
-    plain: dict[str, Any], metrics: dict[str, Any], tracing: dict[str, Any]
+    plain: dict[str, Any],
+    metrics: dict[str, Any],
+    tracing: dict[str, Any],
+    sampled: dict[str, Any],
 ) -> dict[str, Any]:
-    """The same orchestrated case plain, with metrics and with tracing: their costs as ratios."""
+    """The same orchestrated case plain, with metrics, with tracing and with tracing
+    sampled: their costs as ratios."""
 
     def cpu(run: dict[str, Any]) -> float:
         return float(run["cpu_seconds_per_saga"].get("orchestrator", math.nan))
@@ -265,6 +269,9 @@ def observability_comparison(
         "tracing_throughput_ratio": _ratio(tracing["sagas_per_second"], plain["sagas_per_second"]),
         "tracing_cpu_ratio": _ratio(cpu(tracing), cpu(plain)),
         "tracing_p99_ratio": _ratio(tracing["latency_ms"]["p99"], plain["latency_ms"]["p99"]),
+        "tracing_sampled": sampled,
+        "sampled_throughput_ratio": _ratio(sampled["sagas_per_second"], plain["sagas_per_second"]),
+        "sampled_cpu_ratio": _ratio(cpu(sampled), cpu(plain)),
     }
 
 

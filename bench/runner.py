@@ -59,6 +59,8 @@ from bench.services import ROOT, ServiceError, child_env, cluster
 
 DEFAULT_OUTPUT = Path("bench-results/bench.json")
 LOADGEN_SLACK = 60.0  # seconds a load generator may take beyond its own bounds
+# A saga traced in ten, decided at its root span and followed by every hop (W3C sampled flag).
+SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
 def _number_list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
@@ -145,9 +147,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--observability-concurrency",
         type=int,
         default=None,
-        help="the orchestrated case three times at this concurrency, no failures: plain, with "
-        "Prometheus metrics on every service, and with tracing (100%% sampled, exported to a "
-        "local OTLP receiver) (default 64; 16 with --quick; 0 skips it)",
+        help="the orchestrated case four times at this concurrency, no failures: plain, with "
+        "Prometheus metrics on every service, with tracing (100%% sampled, exported to a "
+        "local OTLP receiver), and with tracing 10%% sampled (default 64; 16 with --quick; "
+        "0 skips it)",
     )
     parser.add_argument(
         "--in-flight-sagas",
@@ -457,7 +460,8 @@ def run_observability(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     """The orchestrated case at --observability-concurrency three times on fresh
     services: plain; with --metrics-listen on all four (nobody scrapes: the cost
     is in observing); with tracing, 100% sampled, exported over OTLP/gRPC to a
-    receiver in this process. Their costs as ratios to the plain run."""
+    receiver in this process; and with tracing sampled at 10% (SAMPLED). Their
+    costs as ratios to the plain run."""
     from bench.otlp import Receiver  # opentelemetry-proto: the server extra, which make bench has
 
     concurrency = args.observability_concurrency
@@ -485,7 +489,19 @@ def run_observability(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         )
         # Every service has stopped (flushing its spans on SIGTERM) when the cluster ends.
         tracing["spans_received"] = receiver.counter.spans
-    return report.observability_comparison(plain, metrics, tracing)
+    with Receiver() as receiver:  # what production would run: one saga in ten traced
+        sampled = run_configuration(
+            args,
+            workdir,
+            "orchestrated",
+            concurrency,
+            0.0,
+            tag="-tracing-sampled",
+            env={**receiver.env(), **SAMPLED},
+            shown="orchestrated+tracing 10%",
+        )
+        sampled["spans_received"] = receiver.counter.spans
+    return report.observability_comparison(plain, metrics, tracing, sampled)
 
 
 def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -621,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"running orchestrated c={args.observability_concurrency}: plain, metrics, "
                   "tracing …", file=sys.stderr, flush=True)  # fmt: skip
             results["observability"] = run_observability(args, workdir)
-            for key in ("plain", "metrics", "tracing"):
+            for key in ("plain", "metrics", "tracing", "tracing_sampled"):
                 run = results["observability"][key]
                 if not run["passed"]:
                     problems.append(
@@ -740,21 +756,26 @@ def render(results: dict[str, Any]) -> str:
         ]
     if "observability" in results:
         seen = results["observability"]
-        runs = [seen["plain"], seen["metrics"], seen["tracing"]]
+        runs = [seen["plain"], seen["metrics"], seen["tracing"], seen["tracing_sampled"]]
         parts += [
             "## Metrics and tracing",
             "",
-            "The orchestrated case three times, on fresh services: plain; with "
+            "The orchestrated case four times, on fresh services: plain; with "
             "`--metrics-listen` on all four services; with tracing on all four, every saga "
             "sampled and its spans exported over OTLP/gRPC to a receiver in the benchmark's "
-            f"process ({seen['tracing'].get('spans_received', 0)} spans received).",
+            f"process ({seen['tracing'].get('spans_received', 0)} spans received); and with "
+            "tracing sampling one saga in ten (`parentbased_traceidratio`, 0.1).",
             "",
             report.runs_table(runs),
             "",
             f"metrics / plain: throughput {seen['metrics_throughput_ratio']:.2f}, orchestrator "
             f"CPU per saga {seen['metrics_cpu_ratio']:.2f}; tracing / plain: throughput "
             f"{seen['tracing_throughput_ratio']:.2f}, orchestrator CPU per saga "
-            f"{seen['tracing_cpu_ratio']:.2f}, p99 latency {seen['tracing_p99_ratio']:.2f}.",
+            f"{seen['tracing_cpu_ratio']:.2f}, p99 latency {seen['tracing_p99_ratio']:.2f}; "
+            "tracing 10% sampled / plain: throughput "
+            f"{seen['sampled_throughput_ratio']:.2f}, orchestrator CPU per saga "
+            f"{seen['sampled_cpu_ratio']:.2f} ({seen['tracing_sampled'].get('spans_received', 0)} "
+            "spans received).",
             "",
         ]
     if "in_flight" in results:

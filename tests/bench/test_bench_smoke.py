@@ -86,6 +86,9 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     traced = seen["tracing"]["sagas"] + seen["tracing"]["warmup_sagas"]
     assert seen["tracing"]["spans_received"] >= traced
     assert seen["metrics_throughput_ratio"] > 0 and seen["tracing_throughput_ratio"] > 0
+    sampled = seen["tracing_sampled"]  # one saga in ten traced: every saga still checks out
+    assert sampled["mode"] == "orchestrated+tracing 10%" and sampled["passed"] is True, sampled
+    assert seen["sampled_throughput_ratio"] > 0
     in_flight = results["in_flight"]
     assert in_flight["passed"] is True, in_flight
     assert in_flight["in_flight"] == in_flight["count"] == 200
