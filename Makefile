@@ -173,12 +173,17 @@ run: $(STAMP)
 	  $(if $(PORTS),--ports $(PORTS)) --console-port $(CONSOLE_PORT) \
 	  $(if $(filter 1 yes true,$(TLS)),--tls-dir $(DATA)/certs)
 
-# The benchmark: fresh services, direct baseline, correctness check,
-# sagas in flight; a Markdown table on stdout, JSON in bench-results/.
-# make bench BENCH_ARGS=--quick for a smoke run; BENCH_ARGS='--store postgresql' adds
-# PostgreSQL (one and two replicas) beside SQLite; python -m bench --help for the rest.
-bench: $(STAMP)
-	$(PY) -m bench $(BENCH_ARGS)
+# The benchmark: fresh services, the direct and in-memory baselines, the
+# correctness check, sagas in flight, recovery; a Markdown table on stdout, JSON
+# in bench-results/. With PostgreSQL's binaries present (make postgres installs
+# them when root) it also runs the saga log on PostgreSQL, one and two replicas.
+# make bench BENCH_ARGS=--quick for a smoke run (BENCH_ARGS replaces the
+# defaults); python -m bench --help for the rest.
+bench: $(STAMP) postgres
+	@store=; if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; \
+	  then store="--store postgresql"; fi; \
+	  echo "$(PY) -m bench $(if $(BENCH_ARGS),$(BENCH_ARGS),$$store)"; \
+	  $(PY) -m bench $(if $(BENCH_ARGS),$(BENCH_ARGS),$$store)
 
 clean:
 	rm -rf $(VENV) node_modules site .mypy_cache .pytest_cache .ruff_cache
