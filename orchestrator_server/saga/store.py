@@ -264,7 +264,10 @@ class SagaStore(Protocol):
 
     async def load_by_business_key(self, business_key: str) -> SagaRecord | None: ...
 
-    async def load_by_request_id(self, request_id: str) -> SagaRecord | None: ...
+    async def load_by_request_id(self, request_id: str) -> SagaRecord | None:
+        """The saga made for request_id, if any. Like `create`, it may be refused
+        (RESOURCE_EXHAUSTED) when the store is overloaded: it serves new requests."""
+        ...
 
     async def write(
         self,

@@ -217,6 +217,30 @@ async def test_a_full_saga_log_queue_refuses_a_new_saga_and_writes_nothing(
         await system.close()
 
 
+async def test_at_the_in_flight_limit_a_request_id_lookup_is_shed_by_a_full_log_queue(
+    tmp_path: Path,
+) -> None:
+    """At the in-flight limit a start with a request_id looks its saga up in the
+    log; with the log's queue full that read is shed at once, not queued behind
+    the saga log's own writes."""
+    system = await start_system(
+        tmp_path, max_db_queue=1, engine_limits=EngineLimits(max_sagas_in_flight=1)
+    )
+    try:
+        reserve = system.inventory.faults.park("Reserve")
+        system.place_in_background(request_id="order-1")
+        await reserve.reached(1)
+        log = cast(SqliteSagaStore, system.orchestrator.store)
+        async with writer_held(log.db):
+            error = await asyncio.wait_for(rpc_error(system.place(request_id="order-2")), 60)
+        info = assert_rejected(error, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED")
+        assert info.metadata["limit"] == "max-db-queue"
+        reserve.release()
+        assert await sagas(system) == 1
+    finally:
+        await system.close()
+
+
 async def test_a_saga_in_flight_waits_for_room_in_a_full_log_queue(tmp_path: Path) -> None:
     system = await start_system(tmp_path, max_db_queue=1)
     try:
