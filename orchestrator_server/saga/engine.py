@@ -44,7 +44,7 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import propagate, trace
 
 from orchestrator_server.saga.definition import Invocation, Rpc, SagaContext, SagaDefinition, Step
-from orchestrator_server.saga.policy import UNRECORDED
+from orchestrator_server.saga.policy import NOT_SENT, UNRECORDED
 from orchestrator_server.saga.store import (
     MAX_STEP_OUTPUT_BYTES,
     AttemptRecord,
@@ -977,11 +977,12 @@ class SagaEngine:
 
     def _never_sent(self, record: SagaRecord) -> AttemptRecord | None:
         """The first attempt recorded with the saga, when the saga stops before
-        sending it (cancelled at once): closed like one cut short by a crash,
-        so the step is undone to be safe (an undo of nothing is harmless)."""
+        sending it (cancelled at once, or its request could not be built):
+        closed as NOT_SENT, which this process knows, so the step is not undone
+        (after a crash the same attempt is UNRECORDED: in doubt, and undone)."""
         attempt = self._prerecorded.pop(record.saga_id, None)
         if attempt is not None:
-            attempt.code, attempt.finished_at_ms = UNRECORDED, now_ms()
+            attempt.code, attempt.finished_at_ms = NOT_SENT, now_ms()
             attempt.message = "not sent: the saga stopped before its first call"
         return attempt
 

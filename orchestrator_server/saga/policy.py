@@ -59,6 +59,9 @@ DEFAULT_CLASSES: Mapping[StatusCode, Outcome] = MappingProxyType(
 
 # An attempt whose outcome was never recorded (the orchestrator died mid-RPC).
 UNRECORDED = "UNRECORDED"
+# An attempt recorded ahead (with its saga) that this process then never sent:
+# the saga stopped first. Known to have done nothing, unlike UNRECORDED.
+NOT_SENT = "NOT_SENT"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class StatusPolicy:
         """The class of a status code name as stored in the saga log."""
         if code == UNRECORDED:
             return Outcome.IN_DOUBT
+        if code == NOT_SENT:
+            return Outcome.REJECTED  # nothing reached the participant: nothing to undo
         status = StatusCode[code]
         return self.overrides.get(status, DEFAULT_CLASSES.get(status, Outcome.IN_DOUBT))
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from minisaga.inventory.v1 import inventory_pb2
 from minisaga.orchestrator.v1.orchestrator_pb2 import PlaceOrderRequest
@@ -31,7 +32,7 @@ from orchestrator_server.order_saga import (
 )
 from orchestrator_server.saga import Phase, Saga, SagaEngine, SagaStatus, open_engine
 from orchestrator_server.saga.engine import REQUEST_BUILD_FAILED
-from orchestrator_server.saga.policy import UNRECORDED
+from orchestrator_server.saga.policy import NOT_SENT
 from tests.orchestrator.conftest import saga_log
 from tests.orchestrator.test_public_api import Participants, order
 from tests.orchestrator.test_public_api import participants as participants  # the fixture
@@ -98,12 +99,12 @@ async def engine(
             [("charge", Phase.ACTION, "OK"), ("charge", Phase.COMPENSATION, "OK")],
             payment_pb2.PAYMENT_STATUS_REFUNDED,
         ),
-        # The first attempt, recorded with the saga, was never sent: closed as such,
-        # and undone to be safe (a Refund of nothing leaves a tombstone).
+        # The first attempt, recorded with the saga, was never sent: closed as
+        # NOT_SENT and not undone (Payment never heard of the saga).
         (
             "charge",
-            [("charge", Phase.ACTION, UNRECORDED), ("charge", Phase.COMPENSATION, "OK")],
-            payment_pb2.PAYMENT_STATUS_VOIDED,
+            [("charge", Phase.ACTION, NOT_SENT)],
+            None,
         ),
     ],
 )
@@ -113,7 +114,7 @@ async def test_an_action_builder_that_raises_compensates_the_steps_before(
     caplog: pytest.LogCaptureFixture,
     broken: str,
     attempts: list[tuple[str, Phase, str]],
-    payment_status: int,
+    payment_status: int | None,
 ) -> None:
     BROKEN.append(broken)
     with caplog.at_level(logging.ERROR):
@@ -128,7 +129,12 @@ async def test_an_action_builder_that_raises_compensates_the_steps_before(
     assert f"{broken.capitalize()} request failed" in ended.cause.message
     logged_incident(caplog, ended.cause.message)
     assert [(a.step, a.phase, a.code) for a in ended.attempts] == attempts
-    assert (await participants.payment_of(ended.saga_id)).status == payment_status
+    if payment_status is None:
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await participants.payment_of(ended.saga_id)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    else:
+        assert (await participants.payment_of(ended.saga_id)).status == payment_status
 
 
 async def test_a_compensation_builder_that_raises_fails_the_saga_until_resumed(

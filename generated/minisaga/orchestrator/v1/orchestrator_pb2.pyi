@@ -425,7 +425,10 @@ class Attempt(_message.Message):
     number: _builtins.int
     """1 for the first attempt of a step execution."""
     code: _builtins.str
-    """gRPC status code name, such as "OK" or "UNAVAILABLE"; empty while in flight."""
+    """gRPC status code name, such as "OK" or "UNAVAILABLE"; empty while in flight;
+    "UNRECORDED" when the orchestrator stopped during the call (in doubt), or
+    "NOT_SENT" when the saga stopped before a call recorded ahead was sent.
+    """
     message: _builtins.str
     reason: _builtins.str
     """google.rpc.ErrorInfo reason from the participant, such as "INSUFFICIENT_STOCK"."""
