@@ -43,6 +43,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import propagate, trace
 
+from orchestrator_server.saga import sql
 from orchestrator_server.saga.definition import Invocation, Rpc, SagaContext, SagaDefinition, Step
 from orchestrator_server.saga.policy import NOT_SENT, UNRECORDED
 from orchestrator_server.saga.store import (
@@ -50,7 +51,6 @@ from orchestrator_server.saga.store import (
     AttemptRecord,
     Cause,
     CompensationFailure,
-    IdempotencyConflict,
     LeaseLost,
     Phase,
     Renewal,
@@ -327,19 +327,6 @@ class SagaEngine:
             problem = check_saga_id("saga_id", saga_id)
             if problem is not None:
                 raise ValueError(problem)
-        if self.in_flight >= self.limits.max_sagas_in_flight:
-            # A resent request adds no saga: it gets its saga back, not a refusal
-            # (a client that timed out while we were full would never learn it).
-            existing = await self.store.load_by_request_id(request_id) if request_id else None
-            if existing is None:
-                raise SagaLimitReached(self.in_flight, self.limits.max_sagas_in_flight)
-            if existing.saga_type != definition.name or existing.input != (
-                saga_input.SerializeToString(deterministic=True)
-            ):
-                raise IdempotencyConflict(existing)
-            if not existing.status.terminal:
-                self.drive(existing.saga_id)  # a no-op if it runs here
-            return existing, False
         now = now_ms()
         chosen = saga_id or str(uuid.uuid4())
         record = SagaRecord(
@@ -354,6 +341,16 @@ class SagaEngine:
             updated_at_ms=now,
             deadline_ms=now + int(definition.deadline.total_seconds() * 1000),
         )
+        if self.in_flight >= self.limits.max_sagas_in_flight:
+            # A resent request adds no saga: it gets its saga back, not a refusal
+            # (a client that timed out while we were full would never learn it).
+            existing = await self.store.load_by_request_id(request_id) if request_id else None
+            if existing is None:
+                raise SagaLimitReached(self.in_flight, self.limits.max_sagas_in_flight)
+            existing = sql.taken(record, None, existing)  # the stores' rule of "the same saga"
+            if not existing.status.terminal:
+                self.drive(existing.saga_id)  # a no-op if it runs here
+            return existing, False
         if definition.steps:  # written with the saga: one write fewer per saga
             first = definition.steps[0]
             record.attempts.append(
