@@ -614,12 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs += run_postgres(args, workdir, postgres, concurrency, rate, tag)
                     results["runs"] += runs
                     for run in runs:
-                        if not run["passed"]:
-                            problems.append(
-                                f"{run['mode']} {label}: {run['errors']} errors, "
-                                f"{run['unexpected_outcomes']} unexpected outcomes, "
-                                f"check {run['check']}; samples {run['error_samples']}"
-                            )
+                        problems += _failed(run, label)
         results["comparisons"] = report.compare(results["runs"])
         if postgres is not None:
             results["postgres"] = report.postgres_comparison(results["runs"])
@@ -628,22 +623,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr, flush=True)  # fmt: skip
             results["tls"] = run_tls(args, workdir)
             for run in (results["tls"]["plaintext"], results["tls"]["mtls"]):
-                if not run["passed"]:
-                    problems.append(
-                        f"{run['mode']} c={run['concurrency']}: {run['errors']} errors, "
-                        f"{run['unexpected_outcomes']} unexpected outcomes, check {run['check']}"
-                    )
+                problems += _failed(run)
         if args.observability_concurrency:
             print(f"running orchestrated c={args.observability_concurrency}: plain, metrics, "
                   "tracing …", file=sys.stderr, flush=True)  # fmt: skip
             results["observability"] = run_observability(args, workdir)
             for key in ("plain", "metrics", "tracing", "tracing_sampled"):
-                run = results["observability"][key]
-                if not run["passed"]:
-                    problems.append(
-                        f"{run['mode']} c={run['concurrency']}: {run['errors']} errors, "
-                        f"{run['unexpected_outcomes']} unexpected outcomes, check {run['check']}"
-                    )
+                problems += _failed(results["observability"][key])
         if not args.skip_in_flight:
             print(f"running {args.in_flight_sagas} sagas in flight …", file=sys.stderr, flush=True)
             results["in_flight"] = run_in_flight(args, workdir)
@@ -673,6 +659,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nFAILED:\n" + "\n".join(f"- {p}" for p in problems), file=sys.stderr)
         return 1
     return 0
+
+
+def _failed(run: dict[str, Any], label: str = "") -> list[str]:
+    """What a run that did not pass adds to the FAILED list (nothing if it passed)."""
+    if run["passed"]:
+        return []
+    where = label or f"c={run['concurrency']}"
+    return [
+        f"{run['mode']} {where}: {run['errors']} errors, {run['unexpected_outcomes']} "
+        f"unexpected outcomes, check {run['check']}; samples {run['error_samples']}"
+    ]
 
 
 def _finite(value: Any) -> Any:
