@@ -18,6 +18,7 @@ from orchestrator_server.saga.engine import SagaEngine, SagaLimitReached
 from orchestrator_server.saga.store import (
     BadPageToken,
     IdempotencyConflict,
+    Page,
     SagaFilter,
     SagaRecord,
     SagaStatus,
@@ -217,16 +218,11 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def ListSagas(
         self, request: pb.ListSagasRequest, context: Context
     ) -> pb.ListSagasResponse:
-        if request.page_size < 0:
-            raise errors.invalid_argument(FieldViolation("page_size", "must not be negative"))
+        page_size = _page_size(request)
         if request.status not in pb.SagaStatus.values():
             raise errors.invalid_argument(FieldViolation("status", "unknown saga status"))
-        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         where = _filter(request, status_from_proto(request.status))
-        try:
-            page = await self.engine.store.list(where, page_size, request.page_token)
-        except BadPageToken as error:
-            raise errors.invalid_argument(FieldViolation("page_token", str(error))) from error
+        page = await self._list(where, page_size, request.page_token)
         return pb.ListSagasResponse(
             sagas=[self._view(record) for record in page.sagas],
             next_page_token=page.next_page_token,
@@ -285,14 +281,8 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def ResumeSagas(
         self, request: pb.ResumeSagasRequest, context: Context
     ) -> pb.ResumeSagasResponse:
-        if request.page_size < 0:
-            raise errors.invalid_argument(FieldViolation("page_size", "must not be negative"))
-        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        where = _filter(request, SagaStatus.FAILED)
-        try:
-            page = await self.engine.store.list(where, page_size, request.page_token)
-        except BadPageToken as error:
-            raise errors.invalid_argument(FieldViolation("page_token", str(error))) from error
+        page_size = _page_size(request)
+        page = await self._list(_filter(request, SagaStatus.FAILED), page_size, request.page_token)
         resumed = []
         for record in page.sagas:
             after = await self.engine.resume(record.saga_id)
@@ -368,12 +358,25 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise errors.not_found(f"no saga {saga_id}", saga_id=saga_id)
         return record
 
+    async def _list(self, where: SagaFilter, page_size: int, page_token: str) -> Page:
+        try:
+            return await self.engine.store.list(where, page_size, page_token)
+        except BadPageToken as error:
+            raise errors.invalid_argument(FieldViolation("page_token", str(error))) from error
+
     def _view(self, record: SagaRecord) -> pb.Saga:
         try:
             definition = self.engine.definition(record.saga_type, record.saga_version)
         except KeyError:
             definition = None  # not driven here: not_driven_reason says why
         return saga_view(record, definition, self.engine.not_driven_reason(record))
+
+
+def _page_size(request: pb.ListSagasRequest | pb.ResumeSagasRequest) -> int:
+    """The page size asked for: 0 means the default, and it is capped."""
+    if request.page_size < 0:
+        raise errors.invalid_argument(FieldViolation("page_size", "must not be negative"))
+    return min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def _filter(
