@@ -159,6 +159,19 @@ def failing_order(rate: Fraction) -> Callable[[int], bool]:
     return lambda i: math.floor((i + 1) * rate) > math.floor(i * rate)
 
 
+def order_request(*, fail_inventory: bool = False, request_id: str = "") -> pb.PlaceOrderRequest:
+    """The benchmark's order, as every mode sends it."""
+    return pb.PlaceOrderRequest(
+        request_id=request_id,
+        product_id=PRODUCT,
+        quantity=QUANTITY,
+        amount=AMOUNT,
+        currency=CURRENCY,
+        address=ADDRESS,
+        fail_inventory=fail_inventory,
+    )
+
+
 def describe(error: grpc.aio.AioRpcError) -> str:
     return f"{error.code().name}: {error.details()}"
 
@@ -214,14 +227,7 @@ def orchestrated(clients: Clients, spec: Spec, tally: Tally) -> Callable[[int], 
 
     async def one(i: int) -> None:
         fail = failing(i)
-        request = pb.PlaceOrderRequest(
-            product_id=PRODUCT,
-            quantity=QUANTITY,
-            amount=AMOUNT,
-            currency=CURRENCY,
-            address=ADDRESS,
-            fail_inventory=fail,
-        )
+        request = order_request(fail_inventory=fail)
         started = time.perf_counter()
         try:
             response = await stubs[i % len(stubs)].PlaceOrder(request, timeout=spec.call_timeout)
@@ -553,14 +559,7 @@ async def in_flight(spec: Spec) -> dict[str, Any]:
         async def worker() -> None:
             nonlocal retries, moved
             for i in pending:
-                request = pb.PlaceOrderRequest(
-                    request_id=f"bench-in-flight-{i}",
-                    product_id=PRODUCT,
-                    quantity=QUANTITY,
-                    amount=AMOUNT,
-                    currency=CURRENCY,
-                    address=ADDRESS,
-                )
+                request = order_request(request_id=f"bench-in-flight-{i}")
                 while True:
                     try:
                         response = await stub.PlaceOrder(request, timeout=spec.in_flight_deadline)
