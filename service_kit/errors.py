@@ -219,3 +219,18 @@ def stream_errors(
         return wrapper
 
     return decorate
+
+
+def code_of(context: Context, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The status a handler's call ends with, as interceptors see it once the handler
+    has returned or raised: what it set or aborted with, else `default` (OK when it
+    returned, UNKNOWN when it raised). grpc.aio gives a StatusCode, its number, or None."""
+    code: Any = context.code()
+    if code is None:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+
+
+_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}

@@ -24,6 +24,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from service_kit import errors
+
 log = logging.getLogger(__name__)
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the series and nobody graphs them
@@ -144,18 +146,16 @@ class CallMetrics(_Interceptor):
 
         async def counted(request: Any, context: Any) -> Any:
             started = time.perf_counter()
-            code = "OK"
+            code = grpc.StatusCode.OK
             try:
                 reply = await behavior(request, context)
-                set_code = context.code()
-                if set_code is not None and set_code != grpc.StatusCode.OK:
-                    code = _code_name(set_code)
+                code = errors.code_of(context, grpc.StatusCode.OK)
                 return reply
             except BaseException:
-                code = _code_name(context.code()) if context.code() is not None else "UNKNOWN"
+                code = errors.code_of(context, grpc.StatusCode.UNKNOWN)
                 raise
             finally:
-                (calls if code == "OK" else by_code.labels(method, code)).inc()
+                (calls if code is grpc.StatusCode.OK else by_code.labels(method, code.name)).inc()
                 seconds.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -163,16 +163,6 @@ class CallMetrics(_Interceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-
-
-def _code_name(code: Any) -> str:
-    """A status code's name, whether grpc gives a StatusCode or its number."""
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return "UNKNOWN"
 
 
 class SagaMetrics:
