@@ -919,24 +919,27 @@ class SagaEngine:
         )
         span = None
         if self._tracer is not None:
-            # The attempt's span is the call's client span: it sends its own
-            # traceparent (one span per attempt, not an attempt span around a
-            # client interceptor's: docs/observability.md#what-tracing-costs).
-            span = self._tracer.start_span(
-                f"{step.name} {phase.value}",
-                kind=trace.SpanKind.CLIENT,
-                attributes={
-                    "saga.id": record.saga_id,
-                    "saga.type": record.saga_type,
-                    "saga.step": step.name,
-                    "saga.phase": phase.value,
-                    "saga.attempt": number,
-                    "rpc.system": "grpc",
-                    "rpc.method": attempt.method,
-                },
-            )
             carrier: dict[str, str] = {}
-            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            if trace.get_current_span().is_recording():
+                # The attempt's span is the call's client span: it sends its own
+                # traceparent (one span per attempt, not an attempt span around a
+                # client interceptor's: docs/observability.md#what-tracing-costs).
+                span = self._tracer.start_span(
+                    f"{step.name} {phase.value}",
+                    kind=trace.SpanKind.CLIENT,
+                    attributes={
+                        "saga.id": record.saga_id,
+                        "saga.type": record.saga_type,
+                        "saga.step": step.name,
+                        "saga.phase": phase.value,
+                        "saga.attempt": number,
+                        "rpc.system": "grpc",
+                        "rpc.method": attempt.method,
+                    },
+                )
+                propagate.inject(carrier, context=trace.set_span_in_context(span))
+            else:  # a saga its sampler dropped: the call carries its trace, unsampled
+                propagate.inject(carrier)
             metadata += tuple(carrier.items())
         started = loop_time()
         rpc_code = grpc.StatusCode.UNKNOWN  # should the call raise anything else
