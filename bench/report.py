@@ -248,30 +248,44 @@ def tls_comparison(plaintext: dict[str, Any], mtls: dict[str, Any]) -> dict[str,
     }
 
 
-def observability_comparison(
-    plain: dict[str, Any],
-    metrics: dict[str, Any],
-    tracing: dict[str, Any],
-    sampled: dict[str, Any],
-) -> dict[str, Any]:
-    """The same orchestrated case plain, with metrics, with tracing and with tracing
-    sampled: their costs as ratios."""
+def observability_comparison(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Rounds of the same orchestrated case plain, with metrics, with tracing and
+    with tracing sampled: each cost is the median over the rounds of its ratio to
+    that round's plain run. The round whose tracing ratio is that median stands
+    for them all under "plain", "metrics", "tracing" and "tracing_sampled"."""
 
     def cpu(run: dict[str, Any]) -> float:
         return float(run["cpu_seconds_per_saga"].get("orchestrator", math.nan))
 
+    def ratios(kept: dict[str, dict[str, Any]]) -> dict[str, float]:
+        plain = kept["plain"]
+        return {
+            "metrics_throughput_ratio": _ratio(
+                kept["metrics"]["sagas_per_second"], plain["sagas_per_second"]
+            ),
+            "metrics_cpu_ratio": _ratio(cpu(kept["metrics"]), cpu(plain)),
+            "tracing_throughput_ratio": _ratio(
+                kept["tracing"]["sagas_per_second"], plain["sagas_per_second"]
+            ),
+            "tracing_cpu_ratio": _ratio(cpu(kept["tracing"]), cpu(plain)),
+            "tracing_p99_ratio": _ratio(
+                kept["tracing"]["latency_ms"]["p99"], plain["latency_ms"]["p99"]
+            ),
+            "sampled_throughput_ratio": _ratio(
+                kept["tracing_sampled"]["sagas_per_second"], plain["sagas_per_second"]
+            ),
+            "sampled_cpu_ratio": _ratio(cpu(kept["tracing_sampled"]), cpu(plain)),
+        }
+
+    each = [ratios(kept) for kept in rounds]
+    by_name = {name: [r[name] for r in each] for name in each[0]}
+    tracing = by_name["tracing_throughput_ratio"]
+    middle = rounds[tracing.index(sorted(tracing)[(len(tracing) - 1) // 2])]
     return {
-        "plain": plain,
-        "metrics": metrics,
-        "tracing": tracing,
-        "metrics_throughput_ratio": _ratio(metrics["sagas_per_second"], plain["sagas_per_second"]),
-        "metrics_cpu_ratio": _ratio(cpu(metrics), cpu(plain)),
-        "tracing_throughput_ratio": _ratio(tracing["sagas_per_second"], plain["sagas_per_second"]),
-        "tracing_cpu_ratio": _ratio(cpu(tracing), cpu(plain)),
-        "tracing_p99_ratio": _ratio(tracing["latency_ms"]["p99"], plain["latency_ms"]["p99"]),
-        "tracing_sampled": sampled,
-        "sampled_throughput_ratio": _ratio(sampled["sagas_per_second"], plain["sagas_per_second"]),
-        "sampled_cpu_ratio": _ratio(cpu(sampled), cpu(plain)),
+        **middle,
+        **{name: statistics.median(values) for name, values in by_name.items()},
+        "rounds": list(rounds),
+        "rounds_ratios": by_name,
     }
 
 
@@ -441,7 +455,7 @@ def startup_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "tls" in results:
         runs += [results["tls"]["plaintext"], results["tls"]["mtls"]]
     if "observability" in results:
-        runs += [results["observability"][key] for key in ("plain", "metrics", "tracing")]
+        runs += [run for kept in results["observability"]["rounds"] for run in kept.values()]
     if "in_flight" in results:
         runs.append(results["in_flight"])
     for run in runs:

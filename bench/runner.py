@@ -153,6 +153,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "0 skips it)",
     )
     parser.add_argument(
+        "--observability-rounds",
+        type=int,
+        default=None,
+        help="times the four observability runs are made, in turn; their costs are the "
+        "medians of each round's ratios (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
         "--in-flight-sagas",
         type=int,
         default=None,
@@ -209,6 +216,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.observability_concurrency = 16 if args.quick else 64
     if not 0 <= args.observability_concurrency <= 4096:
         parser.error("--observability-concurrency must be in [0, 4096]")
+    if args.observability_rounds is None:
+        args.observability_rounds = 1 if args.quick else 3
+    if not 1 <= args.observability_rounds <= 10:
+        parser.error("--observability-rounds must be in [1, 10]")
     if not 1 <= args.repeat <= 10:
         parser.error("--repeat must be in [1, 10]")
     if args.duration_seconds <= 0 or args.duration_seconds > 600:
@@ -457,51 +468,61 @@ def run_tls(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def run_observability(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """The orchestrated case at --observability-concurrency three times on fresh
+    """The orchestrated case at --observability-concurrency four times on fresh
     services: plain; with --metrics-listen on all four (nobody scrapes: the cost
     is in observing); with tracing, 100% sampled, exported over OTLP/gRPC to a
-    receiver in this process; and with tracing sampled at 10% (SAMPLED). Their
-    costs as ratios to the plain run."""
+    receiver in this process; and with tracing sampled at 10% (SAMPLED). That
+    round is run --observability-rounds times; each cost is the median over the
+    rounds of its ratio to the same round's plain run, so a busy spell on the
+    machine tilts one round, not the figure."""
     from bench.otlp import Receiver  # opentelemetry-proto: the server extra, which make bench has
 
     concurrency = args.observability_concurrency
-    plain = run_configuration(args, workdir, "orchestrated", concurrency, 0.0, tag="-plain")
-    metrics = run_configuration(
-        args,
-        workdir,
-        "orchestrated",
-        concurrency,
-        0.0,
-        tag="-metrics",
-        extra_args=("--metrics-listen", "127.0.0.1:0"),
-        shown="orchestrated+metrics",
-    )
-    with Receiver() as receiver:
-        tracing = run_configuration(
+    rounds = []
+    for number in range(1, args.observability_rounds + 1):
+        tag = f"-o{number}" if args.observability_rounds > 1 else ""
+        plain = run_configuration(
+            args, workdir, "orchestrated", concurrency, 0.0, tag=f"-plain{tag}"
+        )
+        metrics = run_configuration(
             args,
             workdir,
             "orchestrated",
             concurrency,
             0.0,
-            tag="-tracing",
-            env=receiver.env(),
-            shown="orchestrated+tracing",
+            tag=f"-metrics{tag}",
+            extra_args=("--metrics-listen", "127.0.0.1:0"),
+            shown="orchestrated+metrics",
         )
-        # Every service has stopped (flushing its spans on SIGTERM) when the cluster ends.
-        tracing["spans_received"] = receiver.counter.spans
-    with Receiver() as receiver:  # what production would run: one saga in ten traced
-        sampled = run_configuration(
-            args,
-            workdir,
-            "orchestrated",
-            concurrency,
-            0.0,
-            tag="-tracing-sampled",
-            env={**receiver.env(), **SAMPLED},
-            shown="orchestrated+tracing 10%",
+        with Receiver() as receiver:
+            tracing = run_configuration(
+                args,
+                workdir,
+                "orchestrated",
+                concurrency,
+                0.0,
+                tag=f"-tracing{tag}",
+                env=receiver.env(),
+                shown="orchestrated+tracing",
+            )
+            # Every service has stopped (flushing its spans on SIGTERM) when the cluster ends.
+            tracing["spans_received"] = receiver.counter.spans
+        with Receiver() as receiver:  # what production would run: one saga in ten traced
+            sampled = run_configuration(
+                args,
+                workdir,
+                "orchestrated",
+                concurrency,
+                0.0,
+                tag=f"-tracing-sampled{tag}",
+                env={**receiver.env(), **SAMPLED},
+                shown="orchestrated+tracing 10%",
+            )
+            sampled["spans_received"] = receiver.counter.spans
+        rounds.append(
+            {"plain": plain, "metrics": metrics, "tracing": tracing, "tracing_sampled": sampled}
         )
-        sampled["spans_received"] = receiver.counter.spans
-    return report.observability_comparison(plain, metrics, tracing, sampled)
+    return report.observability_comparison(rounds)
 
 
 def run_in_flight(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -628,8 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"running orchestrated c={args.observability_concurrency}: plain, metrics, "
                   "tracing …", file=sys.stderr, flush=True)  # fmt: skip
             results["observability"] = run_observability(args, workdir)
-            for key in ("plain", "metrics", "tracing", "tracing_sampled"):
-                problems += _failed(results["observability"][key])
+            for seen in results["observability"]["rounds"]:
+                for run in seen.values():
+                    problems += _failed(run)
         if not args.skip_in_flight:
             print(f"running {args.in_flight_sagas} sagas in flight …", file=sys.stderr, flush=True)
             results["in_flight"] = run_in_flight(args, workdir)
@@ -681,6 +703,10 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
+
+
+def _listed(ratios: Sequence[float]) -> str:
+    return ", ".join(f"{r:.2f}" for r in ratios)
 
 
 def render(results: dict[str, Any]) -> str:
@@ -753,15 +779,19 @@ def render(results: dict[str, Any]) -> str:
         ]
     if "observability" in results:
         seen = results["observability"]
-        runs = [seen["plain"], seen["metrics"], seen["tracing"], seen["tracing_sampled"]]
+        rounds = seen["rounds"]
+        runs = [run for kept in rounds for run in kept.values()]
+        received = [kept["tracing"].get("spans_received", 0) for kept in rounds]
         parts += [
             "## Metrics and tracing",
             "",
             "The orchestrated case four times, on fresh services: plain; with "
             "`--metrics-listen` on all four services; with tracing on all four, every saga "
             "sampled and its spans exported over OTLP/gRPC to a receiver in the benchmark's "
-            f"process ({seen['tracing'].get('spans_received', 0)} spans received); and with "
-            "tracing sampling one saga in ten (`parentbased_traceidratio`, 0.1).",
+            f"process ({', '.join(map(str, received))} spans received); and with "
+            "tracing sampling one saga in ten (`parentbased_traceidratio`, 0.1). "
+            f"{len(rounds)} round(s) of the four, in turn; each ratio is the median over the "
+            "rounds of that round's run against its plain run.",
             "",
             report.runs_table(runs),
             "",
@@ -772,7 +802,10 @@ def render(results: dict[str, Any]) -> str:
             "tracing 10% sampled / plain: throughput "
             f"{seen['sampled_throughput_ratio']:.2f}, orchestrator CPU per saga "
             f"{seen['sampled_cpu_ratio']:.2f} ({seen['tracing_sampled'].get('spans_received', 0)} "
-            "spans received).",
+            "spans received). Throughput ratios round by round: metrics "
+            f"{_listed(seen['rounds_ratios']['metrics_throughput_ratio'])}, tracing "
+            f"{_listed(seen['rounds_ratios']['tracing_throughput_ratio'])}, tracing 10% "
+            f"{_listed(seen['rounds_ratios']['sampled_throughput_ratio'])}.",
             "",
         ]
     if "in_flight" in results:

@@ -77,7 +77,8 @@ def test_quick_benchmark_prints_the_table_and_every_saga_checks_out(tmp_path: Pa
     for run in (tls["plaintext"], tls["mtls"]):
         assert run["concurrency"] == 16 and run["sagas"] > 0 and run["passed"] is True, run
     assert tls["throughput_ratio"] > 0
-    seen = results["observability"]  # plain, metrics on, tracing on: c=16
+    seen = results["observability"]  # plain, metrics on, tracing on: c=16, one round (--quick)
+    assert len(seen["rounds"]) == 1 and seen["rounds"][0]["tracing"] == seen["tracing"]
     modes = [seen[k]["mode"] for k in ("plain", "metrics", "tracing")]
     assert modes == ["orchestrated", "orchestrated+metrics", "orchestrated+tracing"]
     for key in ("plain", "metrics", "tracing"):
