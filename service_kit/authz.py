@@ -28,11 +28,12 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import grpc
 
 from service_kit.errors import ServiceError, abort
+from service_kit.interceptors import Interceptor
 
 log = logging.getLogger(__name__)
 
@@ -225,13 +226,7 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return None
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # not subscriptable at run time
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class Authorizer(_Interceptor):
+class Authorizer(Interceptor):
     """Checks each call against `TABLE` before its handler runs."""
 
     def __init__(self, tokens: Tokens | None = None) -> None:

@@ -16,22 +16,18 @@ import argparse
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from service_kit.flags import env_default
+from service_kit.interceptors import Interceptor
 
 SAGA_ID_KEY = "minisaga-saga-id"
 ATTEMPT_KEY = "minisaga-attempt"
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # not subscriptable at run time
-    _Interceptor = grpc.aio.ServerInterceptor
 
-
-class CallLog(_Interceptor):
+class CallLog(Interceptor):
     """A server interceptor appending `saga_id attempt method` per call to a file."""
 
     def __init__(self, path: str | Path) -> None:

@@ -11,12 +11,13 @@ INVALID_ARGUMENT with an ErrorInfo and a BadRequest, and nothing run.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from service_kit.errors import Context, FieldViolation, abort, invalid_argument
+from service_kit.interceptors import Continuation, Handler, HandlerCache, Interceptor
 
 
 class _Malformed:
@@ -49,62 +50,60 @@ async def _refuse(context: Context, method: str) -> None:
     await abort(context, error, _domain(method))
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:  # not subscriptable at run time
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
-
-
-class RefuseMalformed(_Interceptor):
+class RefuseMalformed(Interceptor):
     """Refuses with INVALID_ARGUMENT a request whose bytes do not parse."""
 
+    def __init__(self) -> None:
+        self._handlers = HandlerCache(_tolerant_handler)
+
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> _Handler:
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> Handler:
         handler = await continuation(details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
-        method = details.method
-        parse = _tolerant(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            unary: Callable[..., Any] = handler.unary_unary
+        return self._handlers.wrapped(details.method, handler)
 
-            async def unary_unary(request: Any, context: Context) -> Any:
-                if request is _MALFORMED:
-                    await _refuse(context, method)
-                return await unary(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=parse,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is None:
-            return handler
-        stream: Callable[..., Any] = handler.unary_stream
-        if inspect.isasyncgenfunction(stream):
+def _tolerant_handler(method: str, handler: Handler) -> Handler:
+    """`handler` with a deserializer that keeps a parse failure, answered as bad input."""
+    assert handler.request_deserializer is not None
+    parse = _tolerant(handler.request_deserializer)
+    if handler.unary_unary is not None:
+        unary: Callable[..., Any] = handler.unary_unary
 
-            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                if request is _MALFORMED:
-                    await _refuse(context, method)
-                async for item in stream(request, context):
-                    yield item
+        async def unary_unary(request: Any, context: Context) -> Any:
+            if request is _MALFORMED:
+                await _refuse(context, method)
+            return await unary(request, context)
 
-            behavior: Callable[..., Any] = unary_stream
-        else:  # a coroutine that writes with context.write
-
-            async def unary_stream_writer(request: Any, context: Context) -> Any:
-                if request is _MALFORMED:
-                    await _refuse(context, method)
-                return await stream(request, context)
-
-            behavior = unary_stream_writer
-        return grpc.unary_stream_rpc_method_handler(
-            behavior,
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
             request_deserializer=parse,
             response_serializer=handler.response_serializer,
         )
+    if handler.unary_stream is None:
+        return handler
+    stream: Callable[..., Any] = handler.unary_stream
+    if inspect.isasyncgenfunction(stream):
+
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if request is _MALFORMED:
+                await _refuse(context, method)
+            async for item in stream(request, context):
+                yield item
+
+        behavior: Callable[..., Any] = unary_stream
+    else:  # a coroutine that writes with context.write
+
+        async def unary_stream_writer(request: Any, context: Context) -> Any:
+            if request is _MALFORMED:
+                await _refuse(context, method)
+            return await stream(request, context)
+
+        behavior = unary_stream_writer
+    return grpc.unary_stream_rpc_method_handler(
+        behavior,
+        request_deserializer=parse,
+        response_serializer=handler.response_serializer,
+    )

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client import (
@@ -25,6 +24,7 @@ from prometheus_client import (
 )
 
 from service_kit import errors
+from service_kit.interceptors import Continuation, Handler, HandlerCache, Interceptor
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,10 @@ def serve_metrics(listen: str) -> Metrics | None:
     return metrics
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # not subscriptable at run time
-    _Interceptor = grpc.aio.ServerInterceptor
-
 _UNCOUNTED = ("/grpc.health.", "/grpc.reflection.")
 
 
-class CallMetrics(_Interceptor):
+class CallMetrics(Interceptor):
     """Counts the calls a participant serves by method and status code, and times them."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -121,23 +116,18 @@ class CallMetrics(_Interceptor):
             buckets=ATTEMPT_BUCKETS,
             registry=registry,
         )
+        self._handlers = HandlerCache(self._wrap)
 
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         full = handler_call_details.method
         if handler is None or handler.unary_unary is None or full.startswith(_UNCOUNTED):
             return handler
-        return self._wrap(full, handler)
+        return self._handlers.wrapped(full, handler)
 
-    def _wrap(
-        self, full: str, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def _wrap(self, full: str, handler: Handler) -> Handler:
         method = full.rsplit("/", 1)[-1]
         behavior = handler.unary_unary
         assert behavior is not None

@@ -27,6 +27,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from service_kit import errors
+from service_kit.interceptors import Continuation, Handler, Interceptor
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +64,7 @@ def configure_tracing(service_name: str) -> bool:
         return enabled()
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SpanExporter,
-    )
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     resource = Resource.create(
         {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
@@ -110,15 +110,7 @@ _SERVER_ERRORS = frozenset(
 _UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:  # not subscriptable at run time
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
-
-
-class ServerSpans(_Interceptor):
+class ServerSpans(Interceptor):
     """A SERVER span per unary call, in the trace of the caller's W3C `traceparent`
     (a new trace when there is none), current while the handler runs.
 
@@ -140,10 +132,8 @@ class ServerSpans(_Interceptor):
         self._follows_caller = _drops_unsampled_callers(provider)
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> _Handler:
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> Handler:
         handler = await continuation(details)
         method = details.method
         if handler is None or handler.unary_unary is None or method.startswith(_UNTRACED):
