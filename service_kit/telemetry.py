@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from service_kit import errors
-from service_kit.interceptors import Continuation, Handler, Interceptor
+from service_kit.interceptors import Continuation, Handler, HandlerCache, Interceptor
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -121,7 +121,8 @@ class ServerSpans(Interceptor):
     cost a third of the participants' CPU per call whether the saga was sampled
     or not (docs/observability.md#what-tracing-costs). This one leaves a call
     whose caller's trace is not sampled untouched when the sampler follows the
-    caller's decision (the default, `parentbased_*`). The span's name and
+    caller's decision (the default, `parentbased_*`), and wraps each method's
+    handler once (service_kit.interceptors). The span's name and
     attributes follow the same semantic conventions: the full method name,
     `rpc.system`, `rpc.service`, `rpc.method`, `rpc.user_agent`, `rpc.grpc.status_code`
     (not the library's `net.peer.*`: the peer's address)."""
@@ -130,42 +131,34 @@ class ServerSpans(Interceptor):
         provider = provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer(__name__)
         self._follows_caller = _drops_unsampled_callers(provider)
+        self._handlers = HandlerCache(self._traced)
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(details)
-        method = details.method
-        if handler is None or handler.unary_unary is None or method.startswith(_UNTRACED):
+        if handler is None or handler.unary_unary is None or details.method.startswith(_UNTRACED):
             return handler
-        carrier: dict[str, Any] = dict(details.invocation_metadata or ())
-        parent = propagate.extract(carrier) if "traceparent" in carrier else None
-        if parent is not None and self._follows_caller and not _sampled(parent):
-            return handler
-        return handler._replace(  # type: ignore[attr-defined,no-any-return]
-            unary_unary=self._traced(
-                handler.unary_unary, method, parent, _text(carrier.get("user-agent"))
-            )
-        )
+        return self._handlers.wrapped(details.method, handler)
 
-    def _traced(
-        self,
-        behavior: Callable[[Any, Any], Awaitable[Any]],
-        method: str,
-        parent: otel_context.Context | None,
-        user_agent: str | None,
-    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    def _traced(self, method: str, handler: Handler) -> Handler:
+        behavior: Callable[..., Awaitable[Any]] | None = handler.unary_unary
+        assert behavior is not None
         service, _, name = method[1:].partition("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        if user_agent:
-            attributes["rpc.user_agent"] = user_agent
+        named = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        tracer, follows_caller = self._tracer, self._follows_caller
 
         async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            span = self._tracer.start_span(
+            carrier: dict[str, Any] = dict(context.invocation_metadata() or ())
+            parent = propagate.extract(carrier) if "traceparent" in carrier else None
+            if parent is not None and follows_caller and not _sampled(parent):
+                return await behavior(request, context)  # its caller's trace is not sampled
+            agent = carrier.get("user-agent")
+            span = tracer.start_span(
                 method,
                 context=parent,
                 kind=trace.SpanKind.SERVER,
-                attributes=attributes,
+                attributes={**named, "rpc.user_agent": agent} if isinstance(agent, str) else named,
             )
             token = otel_context.attach(trace.set_span_in_context(span, parent))
             code = grpc.StatusCode.UNKNOWN
@@ -187,11 +180,7 @@ class ServerSpans(Interceptor):
                         span.set_status(trace.StatusCode.ERROR, f"{code}:{context.details()}")
                 span.end()
 
-        return traced
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+        return handler._replace(unary_unary=traced)  # type: ignore[attr-defined,no-any-return]
 
 
 def _sampled(context: otel_context.Context) -> bool:
