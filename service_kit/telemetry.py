@@ -150,8 +150,9 @@ class ServerSpans(Interceptor):
 
         async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             carrier: dict[str, Any] = dict(context.invocation_metadata() or ())
-            parent = propagate.extract(carrier) if "traceparent" in carrier else None
-            if parent is not None and follows_caller and not _sampled(parent):
+            parent = propagate.extract(carrier)  # by OTEL_PROPAGATORS: W3C traceparent by default
+            caller = trace.get_current_span(parent).get_span_context()
+            if follows_caller and caller.is_valid and not caller.trace_flags.sampled:
                 return await behavior(request, context)  # its caller's trace is not sampled
             agent = carrier.get("user-agent")
             span = tracer.start_span(
@@ -181,10 +182,6 @@ class ServerSpans(Interceptor):
                 span.end()
 
         return handler._replace(unary_unary=traced)  # type: ignore[attr-defined,no-any-return]
-
-
-def _sampled(context: otel_context.Context) -> bool:
-    return bool(trace.get_current_span(context).get_span_context().trace_flags.sampled)
 
 
 def _drops_unsampled_callers(provider: trace.TracerProvider) -> bool:
