@@ -127,15 +127,11 @@ def _fast_span(span: ReadableSpan) -> bytes | None:
     """A Span's bytes, field by field in field-number order, or None to fall back."""
     context = span.get_span_context()
     assert context is not None  # a span the SDK ended has its context
-    if span.events or (context.trace_state is not None and len(context.trace_state)):
-        return None
+    ids = _ids(context)
     attributes = _attributes(0x4A, span.attributes)
-    if attributes is None:
+    if span.events or ids is None or attributes is None:
         return None
-    out = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-    ]
+    out = [ids]
     parent = span.parent
     if parent is not None:
         out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
@@ -170,18 +166,25 @@ def _fast_span(span: ReadableSpan) -> bytes | None:
     return b"".join(out)
 
 
-def _link(link: Link) -> bytes | None:
-    context = link.context
+def _ids(context: SpanContext) -> bytes | None:
+    """Fields 1 and 2 of a Span or a Link (trace id, span id), or None when the
+    context carries trace state, which the fast path leaves to the library."""
     if context.trace_state is not None and len(context.trace_state):
         return None
+    return (
+        b"\x0a\x10"
+        + context.trace_id.to_bytes(16, "big")
+        + (b"\x12\x08" + context.span_id.to_bytes(8, "big"))
+    )
+
+
+def _link(link: Link) -> bytes | None:
+    context = link.context
+    ids = _ids(context)
     attributes = _attributes(0x22, link.attributes)
-    if attributes is None:
+    if ids is None or attributes is None:
         return None
-    out = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-        attributes,
-    ]
+    out = [ids, attributes]
     if link.dropped_attributes:
         out.append(b"\x28" + _varint(link.dropped_attributes))
     out.append(b"\x35" + _flags(context))  # field 6, fixed32
