@@ -10,6 +10,7 @@ exception's own text, which may name files, SQL or data.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sqlite3
@@ -221,14 +222,28 @@ def stream_errors(
     return decorate
 
 
-def code_of(context: Context, default: grpc.StatusCode) -> grpc.StatusCode:
-    """The status a handler's call ends with, as interceptors see it once the handler
-    has returned or raised: what it set or aborted with, else `default` (OK when it
-    returned, UNKNOWN when it raised). grpc.aio gives a StatusCode, its number, or None."""
-    code: Any = context.code()
-    if code is None:
-        return default
-    if isinstance(code, grpc.StatusCode):
+def code_of(context: Context, error: BaseException | None = None) -> grpc.StatusCode:
+    """The status the caller gets for a call whose handler returned (`error` None) or
+    raised `error`, as an interceptor around the handler sees it: the code the
+    handler aborted with or set, else OK when it returned; UNKNOWN when it raised
+    anything else; DEADLINE_EXCEEDED or CANCELLED when gRPC cancelled it (its
+    deadline passed, or its caller went away)."""
+    code = _as_code(context.code())
+    if error is None:
+        return code or grpc.StatusCode.OK
+    if code is not None and code is not grpc.StatusCode.OK:  # an abort, or set, then raised
+        return code
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def _as_code(code: Any) -> grpc.StatusCode | None:
+    """grpc.aio gives a StatusCode, its number, or None."""
+    if code is None or isinstance(code, grpc.StatusCode):
         return code
     return _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
 

@@ -139,10 +139,10 @@ class CallMetrics(Interceptor):
             code = grpc.StatusCode.OK
             try:
                 reply = await behavior(request, context)
-                code = errors.code_of(context, grpc.StatusCode.OK)
+                code = errors.code_of(context)
                 return reply
-            except BaseException:
-                code = errors.code_of(context, grpc.StatusCode.UNKNOWN)
+            except BaseException as error:
+                code = errors.code_of(context, error)
                 raise
             finally:
                 (calls if code is grpc.StatusCode.OK else by_code.labels(method, code.name)).inc()

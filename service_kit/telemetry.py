@@ -17,9 +17,10 @@ tracing costs one boolean test per attempt.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -27,6 +28,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from service_kit import errors
+from service_kit.errors import Context
 from service_kit.interceptors import Continuation, Handler, HandlerCache, Interceptor
 
 if TYPE_CHECKING:
@@ -84,6 +86,18 @@ def configure_tracing(service_name: str) -> bool:
     return True
 
 
+def samples_new_trace(trace_id: int) -> bool:
+    """Whether this process's sampler samples a new trace with this id: the decision
+    it took for the saga's root span when the saga began, for the samplers that
+    decide by trace id (`traceidratio`) or the same every time (`always_*`), and
+    their `parentbased_*` forms."""
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    if sampler is None:  # no SDK provider: nothing is exported anyway
+        return False
+    no_parent = trace.set_span_in_context(trace.INVALID_SPAN)
+    return bool(sampler.should_sample(no_parent, trace_id, "saga").decision.is_sampled())
+
+
 def shutdown() -> None:
     """Exports the spans still buffered (at a clean stop; a SIGKILL loses them)."""
     if _provider is not None:
@@ -111,11 +125,12 @@ _UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class ServerSpans(Interceptor):
-    """A SERVER span per unary call, in the trace of the caller's W3C `traceparent`
-    (a new trace when there is none), current while the handler runs.
+    """A SERVER span per call (unary, or streaming its replies), in the trace of the
+    caller's W3C `traceparent` (a new trace when there is none), current while a
+    unary handler runs.
 
-    It does what opentelemetry-instrumentation-grpc's aio server interceptor does
-    for a unary call, for a fraction of the CPU: that one wraps every call's
+    It does what opentelemetry-instrumentation-grpc's aio server interceptor does,
+    for a fraction of the CPU: that one wraps every call's
     context in a proxy, parses the metadata and the peer address twice, runs a
     filter, and makes a span object even for a call its sampler drops, which
     cost a third of the participants' CPU per call whether the saga was sampled
@@ -137,51 +152,89 @@ class ServerSpans(Interceptor):
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None or details.method.startswith(_UNTRACED):
+        if handler is None or handler.request_streaming or details.method.startswith(_UNTRACED):
             return handler
         return self._handlers.wrapped(details.method, handler)
 
     def _traced(self, method: str, handler: Handler) -> Handler:
-        behavior: Callable[..., Awaitable[Any]] | None = handler.unary_unary
-        assert behavior is not None
         service, _, name = method[1:].partition("/")
         named = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
         tracer, follows_caller = self._tracer, self._follows_caller
 
-        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        def begin(context: Context) -> trace.Span | None:
             carrier: dict[str, Any] = dict(context.invocation_metadata() or ())
             parent = propagate.extract(carrier)  # by OTEL_PROPAGATORS: W3C traceparent by default
             caller = trace.get_current_span(parent).get_span_context()
             if follows_caller and caller.is_valid and not caller.trace_flags.sampled:
-                return await behavior(request, context)  # its caller's trace is not sampled
+                return None  # its caller's trace is not sampled: no span
             agent = carrier.get("user-agent")
-            span = tracer.start_span(
+            return tracer.start_span(
                 method,
                 context=parent,
                 kind=trace.SpanKind.SERVER,
                 attributes={**named, "rpc.user_agent": agent} if isinstance(agent, str) else named,
             )
-            token = otel_context.attach(trace.set_span_in_context(span, parent))
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                response = await behavior(request, context)
-                code = errors.code_of(context, grpc.StatusCode.OK)
-                return response
-            except BaseException as error:
-                # An abort set the code; anything else reaches the caller as UNKNOWN.
-                code = errors.code_of(context, grpc.StatusCode.UNKNOWN)
-                if code is grpc.StatusCode.UNKNOWN:
-                    span.record_exception(error)
-                raise
-            finally:
-                otel_context.detach(token)
-                if span.is_recording():
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code in _SERVER_ERRORS:
-                        span.set_status(trace.StatusCode.ERROR, f"{code}:{context.details()}")
-                span.end()
 
-        return handler._replace(unary_unary=traced)  # type: ignore[attr-defined,no-any-return]
+        def end(span: trace.Span, context: Context, error: BaseException | None) -> None:
+            if span.is_recording():
+                code = errors.code_of(context, error)
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code in _SERVER_ERRORS:
+                    span.set_status(trace.StatusCode.ERROR, f"{code}:{context.details()}")
+                if error is not None and code is grpc.StatusCode.UNKNOWN:  # a bug, not a refusal
+                    span.record_exception(error)
+            span.end()
+
+        unary: Callable[..., Awaitable[Any]] | None = handler.unary_unary
+        if unary is not None:
+
+            async def traced(request: Any, context: Context) -> Any:
+                span = begin(context)
+                if span is None:
+                    return await unary(request, context)
+                token = otel_context.attach(trace.set_span_in_context(span))
+                try:
+                    response = await unary(request, context)
+                except BaseException as error:
+                    end(span, context, error)
+                    raise
+                finally:
+                    otel_context.detach(token)
+                end(span, context, None)
+                return response
+
+            return handler._replace(unary_unary=traced)  # type: ignore[attr-defined,no-any-return]
+        stream: Any = handler.unary_stream
+        if inspect.isasyncgenfunction(stream):
+            # Not made current: a stream's handler yields to gRPC between items.
+
+            async def traced_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                span = begin(context)
+                try:
+                    async for item in stream(request, context):
+                        yield item
+                except BaseException as error:
+                    if span is not None:
+                        end(span, context, error)
+                    raise
+                if span is not None:
+                    end(span, context, None)
+
+            return handler._replace(unary_stream=traced_stream)  # type: ignore[attr-defined,no-any-return]
+
+        async def traced_writer(request: Any, context: Context) -> Any:  # writes with context.write
+            span = begin(context)
+            try:
+                result = await stream(request, context)
+            except BaseException as error:
+                if span is not None:
+                    end(span, context, error)
+                raise
+            if span is not None:
+                end(span, context, None)
+            return result
+
+        return handler._replace(unary_stream=traced_writer)  # type: ignore[attr-defined,no-any-return]
 
 
 def _drops_unsampled_callers(provider: trace.TracerProvider) -> bool:

@@ -4,6 +4,7 @@ whose caller's trace is not sampled when the sampler follows the caller."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.trace import StatusCode
 
 from service_kit.telemetry import ServerSpans
+from tests.harness import wait_until
 
 TRACE_ID, CALLER_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 SAMPLED = (("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01"),)
@@ -45,24 +47,57 @@ class Traced:
         provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.server = grpc.aio.server(interceptors=[interceptor(provider)])
+        self.stuck = asyncio.Event()  # set once a call of Stuck is in its handler
         methods = {
             name: grpc.unary_unary_rpc_method_handler(behavior)
-            for name, behavior in (("Ok", ok), ("Refused", refused), ("Broken", broken))
+            for name, behavior in (
+                ("Ok", ok),
+                ("Refused", refused),
+                ("Broken", broken),
+                ("Stuck", self.held),
+            )
         }
+        methods["Count"] = grpc.unary_stream_rpc_method_handler(count)
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("test.v1.Echo", methods),)
         )
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
-    async def call(self, method: str, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+    async def held(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        self.stuck.set()
+        await asyncio.Event().wait()  # until gRPC cancels the call
+        raise AssertionError("never set")
+
+    async def call(
+        self, method: str, metadata: tuple[tuple[str, str], ...], timeout: float | None = None
+    ) -> grpc.StatusCode:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             try:
-                await channel.unary_unary(f"/test.v1.Echo/{method}")(  # type: ignore[call-arg]
-                    b"hi", metadata=metadata
-                )
+                if method == "Count":
+                    stream = channel.unary_stream(f"/test.v1.Echo/{method}")  # type: ignore[call-arg]
+                    assert [r async for r in stream(b"hi", metadata=metadata)] == [b"1", b"2"]
+                else:
+                    await channel.unary_unary(f"/test.v1.Echo/{method}")(  # type: ignore[call-arg]
+                        b"hi", metadata=metadata, timeout=timeout
+                    )
             except grpc.aio.AioRpcError as error:
                 return error.code()
         return grpc.StatusCode.OK
+
+    async def ended(self) -> ReadableSpan:
+        """The one span, once the server has ended it (after the caller has its answer)."""
+        spans: tuple[ReadableSpan, ...] = await wait_until(
+            lambda: self.spans.get_finished_spans(), timeout=10
+        )
+        assert len(spans) == 1, spans
+        return spans[0]
+
+
+async def count(
+    request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[bytes]:
+    yield b"1"
+    yield b"2"
 
 
 @pytest.fixture
@@ -154,3 +189,44 @@ async def test_a_sampler_that_ignores_the_caller_still_records_an_unsampled_call
         assert shape(span)[2:5] == (TRACE_ID, CALLER_SPAN, True)
     finally:
         await server.server.stop(None)
+
+
+async def test_a_streamed_call_gets_the_librarys_server_span(
+    servers: tuple[Traced, Traced],
+) -> None:
+    ours, theirs = servers
+    for server in servers:
+        assert await server.call("Count", SAMPLED) is grpc.StatusCode.OK
+    mine, reference = await ours.ended(), await theirs.ended()
+    assert shape(mine) == shape(reference)
+    assert shape(mine)[2:5] == (TRACE_ID, CALLER_SPAN, True)
+
+
+async def test_a_call_past_its_deadline_is_deadline_exceeded_not_a_bug(
+    servers: tuple[Traced, Traced],
+) -> None:
+    ours, _ = servers
+    # The handler never answers; the caller's deadline ends the call.
+    assert await ours.call("Stuck", SAMPLED, timeout=0.2) is grpc.StatusCode.DEADLINE_EXCEEDED
+    span = await ours.ended()
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert span.status.status_code is StatusCode.ERROR  # the server did not answer in time
+    assert [e.name for e in span.events] == []  # no exception recorded: gRPC cancelled it
+
+
+async def test_a_call_its_caller_cancels_is_cancelled_and_no_error(
+    servers: tuple[Traced, Traced],
+) -> None:
+    ours, _ = servers
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ours.port}") as channel:
+        call = channel.unary_unary("/test.v1.Echo/Stuck")(b"hi", metadata=SAMPLED)  # type: ignore[call-arg]
+        await ours.stuck.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    span = await ours.ended()
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert span.status.status_code is StatusCode.UNSET  # the caller's choice, not a fault
+    assert [e.name for e in span.events] == []
