@@ -93,16 +93,14 @@ _key_values: dict[tuple[str, type, Any], bytes | None] = {}
 
 def _key_value(key: str, value: Any) -> bytes | None:
     cache_key = (key, type(value), value)
-    try:
+    if cache_key in _key_values:
         return _key_values[cache_key]
-    except KeyError:
-        pass
-    encoded = _any_value(value)
-    if encoded is not None:
-        encoded = _field(0x0A, key.encode()) + _field(0x12, encoded)
-    if len(_key_values) >= _MAX_CACHED:
-        _key_values.clear()
-    _key_values[cache_key] = encoded
+    written = _any_value(value)
+    encoded = None if written is None else _field(0x0A, key.encode()) + _field(0x12, written)
+    if type(value) is not float:  # -0.0 == 0.0 as a key, not on the wire: floats not kept
+        if len(_key_values) >= _MAX_CACHED:
+            _key_values.clear()
+        _key_values[cache_key] = encoded
     return encoded
 
 
@@ -214,7 +212,10 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     firsts: dict[Any, int] = {}  # a Resource hashes as JSON: once per object, not per span
     resources: dict[int, Any] = {}
     for span in spans:
-        encoded = _fast_span(span)
+        try:
+            encoded = _fast_span(span)
+        except Exception:  # a str that is not UTF-8 (a lone surrogate): the library drops it
+            encoded = None
         if encoded is None:
             encoded = _library_span(span)
         group = group_of.get(id(span.resource))

@@ -68,6 +68,10 @@ def ended_spans(*scopes: str) -> list[ReadableSpan]:
         # Beyond the fast path: the library's encoder writes these spans.
         tracer.start_span("huge", context=inside, attributes={"big": 2**70}).end()
         tracer.start_span("list", context=inside, attributes={"ids": ["a", "b"]}).end()
+        tracer.start_span("not utf-8", context=inside, attributes={"bad": "\ud800", "ok": 1}).end()
+        # Equal as dict keys, not on the wire: each is written as itself.
+        tracer.start_span("zeros", context=inside, attributes={"z": 0.0}).end()
+        tracer.start_span("zeros", context=inside, attributes={"z": -0.0}).end()
         with_state = trace.SpanContext(
             CALLER.trace_id,
             CALLER.span_id,
