@@ -59,7 +59,7 @@ from orchestrator_server.saga.store import (
     SagaStore,
     StatusChange,
 )
-from service_kit import limits
+from service_kit import limits, telemetry
 from service_kit.clock import now_ms
 from service_kit.logs import saga_fields
 from service_kit.metrics import SagaMetrics
@@ -623,11 +623,16 @@ class SagaEngine:
             return None
         context = None
         if record.trace_id and record.trace_span_id:
+            trace_id = int(record.trace_id, 16)
+            # Sampled or not as the saga's root was: the log keeps its ids, not its flag.
+            sampled = telemetry.samples_new_trace(trace_id)
             root = trace.SpanContext(
-                int(record.trace_id, 16),
+                trace_id,
                 int(record.trace_span_id, 16),
                 is_remote=True,
-                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+                trace_flags=trace.TraceFlags(
+                    trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT
+                ),
             )
             context = trace.set_span_in_context(trace.NonRecordingSpan(root))
         else:  # begun untraced: a trace of its own from here on

@@ -223,3 +223,44 @@ async def test_a_saga_taken_over_by_another_replica_goes_on_in_the_same_trace(
         assert charge.service == "PaymentService"
     finally:
         services.stop()
+
+
+async def test_a_saga_its_sampler_dropped_stays_untraced_after_a_recovery(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    spans, endpoint = receiver
+    # Nothing sampled: the saga still gets a trace id (its log lines carry it).
+    unsampled = {
+        **tracing_env(endpoint),
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.0",
+    }
+    services = Services(
+        tmp_path, env=unsampled, orchestrator_flags=("--recover-every-seconds", "3600")
+    )
+    services.start()
+    first = services.processes["orchestrator"]
+    try:
+        await asyncio.to_thread(first.terminate)
+        first = services.start_orchestrator("--crash-at", "action-rpc-returned:2")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await services.place(fail_inventory=True, request_id="unsampled-1")
+        assert first.process is not None
+        assert await asyncio.to_thread(first.process.wait, 30) == -9, first.log()
+
+        services.start_orchestrator()  # recovers the saga at start
+        async with grpc.aio.insecure_channel(services.processes["orchestrator"].address) as ch:
+            listed = await orchestrator_pb2_grpc.OrchestratorServiceStub(ch).ListSagas(
+                pb.ListSagasRequest(), timeout=10
+            )
+        (saga_id,) = [s.saga_id for s in listed.sagas]
+        saga = await services.wait_terminal(saga_id)
+        assert saga.status == pb.SAGA_STATUS_COMPENSATED
+        assert len(saga.trace_id) == 32
+        # Every process flushes what it holds as it stops: the recovered orchestrator
+        # took the saga up as unsampled as it began, so neither it nor the
+        # participants it called exported a span.
+        await services.terminate()
+        assert spans.spans == []
+    finally:
+        services.stop()
