@@ -251,8 +251,8 @@ def tls_comparison(plaintext: dict[str, Any], mtls: dict[str, Any]) -> dict[str,
 def observability_comparison(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Rounds of the same orchestrated case plain, with metrics, with tracing and
     with tracing sampled: each cost is the median over the rounds of its ratio to
-    that round's plain run. The round whose tracing ratio is that median stands
-    for them all under "plain", "metrics", "tracing" and "tracing_sampled"."""
+    that round's plain run. The round whose tracing ratio is nearest that median
+    stands for them all under "plain", "metrics", "tracing" and "tracing_sampled"."""
 
     def cpu(run: dict[str, Any]) -> float:
         return float(run["cpu_seconds_per_saga"].get("orchestrator", math.nan))
@@ -279,14 +279,23 @@ def observability_comparison(rounds: Sequence[dict[str, dict[str, Any]]]) -> dic
 
     each = [ratios(kept) for kept in rounds]
     by_name = {name: [r[name] for r in each] for name in each[0]}
-    tracing = by_name["tracing_throughput_ratio"]
-    middle = rounds[tracing.index(sorted(tracing)[(len(tracing) - 1) // 2])]
-    return {
-        **middle,
-        **{name: statistics.median(values) for name, values in by_name.items()},
-        "rounds": list(rounds),
-        "rounds_ratios": by_name,
-    }
+    medians = {name: _median(values) for name, values in by_name.items()}
+    tracing = medians["tracing_throughput_ratio"]
+    nearest = min(  # the round whose tracing ratio is nearest the median stands for them
+        range(len(rounds)),
+        key=lambda i: (
+            abs(by_name["tracing_throughput_ratio"][i] - tracing)
+            if not math.isnan(by_name["tracing_throughput_ratio"][i])
+            else math.inf
+        ),
+    )
+    return {**rounds[nearest], **medians, "rounds": list(rounds), "rounds_ratios": by_name}
+
+
+def _median(values: Sequence[float]) -> float:
+    """The median of the rounds that gave a ratio (a failed run gives NaN)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.median(finite) if finite else math.nan
 
 
 def _ratio(a: float, b: float) -> float:
