@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -175,7 +175,9 @@ class ServerSpans(Interceptor):
                 attributes={**named, "rpc.user_agent": agent} if isinstance(agent, str) else named,
             )
 
-        def end(span: trace.Span, context: Context, error: BaseException | None) -> None:
+        def end(span: trace.Span | None, context: Context, error: BaseException | None) -> None:
+            if span is None:
+                return
             if span.is_recording():
                 code = errors.code_of(context, error)
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -185,56 +187,39 @@ class ServerSpans(Interceptor):
                     span.record_exception(error)
             span.end()
 
-        unary: Callable[..., Awaitable[Any]] | None = handler.unary_unary
-        if unary is not None:
-
-            async def traced(request: Any, context: Context) -> Any:
-                span = begin(context)
-                if span is None:
-                    return await unary(request, context)
-                token = otel_context.attach(trace.set_span_in_context(span))
-                try:
-                    response = await unary(request, context)
-                except BaseException as error:
-                    end(span, context, error)
-                    raise
-                finally:
-                    otel_context.detach(token)
-                end(span, context, None)
-                return response
-
-            return handler._replace(unary_unary=traced)  # type: ignore[attr-defined,no-any-return]
-        stream: Any = handler.unary_stream
-        if inspect.isasyncgenfunction(stream):
-            # Not made current: a stream's handler yields to gRPC between items.
+        behavior: Any = handler.unary_unary or handler.unary_stream
+        if inspect.isasyncgenfunction(behavior):  # a stream of replies, yielded
+            # Not made current: the generator yields to gRPC between replies.
 
             async def traced_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 span = begin(context)
                 try:
-                    async for item in stream(request, context):
+                    async for item in behavior(request, context):
                         yield item
                 except BaseException as error:
-                    if span is not None:
-                        end(span, context, error)
+                    end(span, context, error)
                     raise
-                if span is not None:
-                    end(span, context, None)
+                end(span, context, None)
 
             return handler._replace(unary_stream=traced_stream)  # type: ignore[attr-defined,no-any-return]
 
-        async def traced_writer(request: Any, context: Context) -> Any:  # writes with context.write
+        async def traced(request: Any, context: Context) -> Any:  # a reply, or context.write
             span = begin(context)
+            if span is None:
+                return await behavior(request, context)
+            token = otel_context.attach(trace.set_span_in_context(span))
             try:
-                result = await stream(request, context)
+                result = await behavior(request, context)
             except BaseException as error:
-                if span is not None:
-                    end(span, context, error)
+                end(span, context, error)
                 raise
-            if span is not None:
-                end(span, context, None)
+            finally:
+                otel_context.detach(token)
+            end(span, context, None)
             return result
 
-        return handler._replace(unary_stream=traced_writer)  # type: ignore[attr-defined,no-any-return]
+        field = "unary_unary" if handler.unary_unary is not None else "unary_stream"
+        return handler._replace(**{field: traced})  # type: ignore[attr-defined,no-any-return]
 
 
 def _drops_unsampled_callers(provider: trace.TracerProvider) -> bool:
