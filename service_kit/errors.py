@@ -235,10 +235,15 @@ def code_of(context: Context, error: BaseException | None = None) -> grpc.Status
         return code
     if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= _DEADLINE_SLACK:
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
+
+
+# The caller's own timer fires first and cancels the call a little before the
+# server's copy of its deadline passes: within this, a cancel is the deadline.
+_DEADLINE_SLACK = 0.05
 
 
 def _as_code(code: Any) -> grpc.StatusCode | None:

@@ -206,8 +206,15 @@ async def test_a_call_past_its_deadline_is_deadline_exceeded_not_a_bug(
     servers: tuple[Traced, Traced],
 ) -> None:
     ours, _ = servers
-    # The handler never answers; the caller's deadline ends the call.
-    assert await ours.call("Stuck", SAMPLED, timeout=0.2) is grpc.StatusCode.DEADLINE_EXCEEDED
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ours.port}") as channel:
+        await channel.channel_ready()  # the deadline is the handler's, not the connection's
+        call = channel.unary_unary("/test.v1.Echo/Stuck")(  # type: ignore[call-arg]
+            b"hi", metadata=SAMPLED, timeout=1.0
+        )
+        await ours.stuck.wait()  # in the handler, which never answers: the deadline ends it
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     span = await ours.ended()
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
