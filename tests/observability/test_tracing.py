@@ -34,6 +34,26 @@ def child_of(spans: list[Span], parent: Span) -> list[Span]:
     return [s for s in spans if s.parent_id == parent.span_id]
 
 
+async def killed_mid_step_and_recovered(services: Services) -> str:
+    """Places an order whose reservation fails with an orchestrator SIGKILLed when
+    Reserve has answered and before its outcome is written (mid-step), then starts
+    one that recovers the saga at start, by itself. Returns the saga's id."""
+    first = services.processes["orchestrator"]
+    await asyncio.to_thread(first.terminate)  # again with the crash switch, flags unchanged
+    first = services.start_orchestrator("--crash-at", "action-rpc-returned:2")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await services.place(fail_inventory=True, request_id="crash-1")
+    assert first.process is not None
+    assert await asyncio.to_thread(first.process.wait, 30) == -9, first.log()
+    services.start_orchestrator()
+    async with grpc.aio.insecure_channel(services.processes["orchestrator"].address) as ch:
+        listed = await orchestrator_pb2_grpc.OrchestratorServiceStub(ch).ListSagas(
+            pb.ListSagasRequest(), timeout=10
+        )
+    (saga_id,) = [s.saga_id for s in listed.sagas]
+    return saga_id
+
+
 async def test_a_compensated_saga_is_one_trace_from_the_orchestrator_into_the_participants(
     tmp_path: Path, receiver: tuple[Receiver, str]
 ) -> None:
@@ -103,28 +123,14 @@ async def test_a_saga_recovered_after_a_sigkill_goes_on_in_the_same_trace(
     tmp_path: Path, receiver: tuple[Receiver, str]
 ) -> None:
     spans, endpoint = receiver
-    # Killed when Reserve has answered and before its outcome is written: mid-step.
     services = Services(
         tmp_path,
         env=tracing_env(endpoint),
         orchestrator_flags=("--recover-every-seconds", "3600"),
     )
     services.start()
-    first = services.processes["orchestrator"]
     try:
-        await asyncio.to_thread(first.terminate)  # again with the crash switch, flags unchanged
-        first = services.start_orchestrator("--crash-at", "action-rpc-returned:2")
-        with pytest.raises(grpc.aio.AioRpcError):
-            await services.place(fail_inventory=True, request_id="crash-1")
-        assert first.process is not None
-        assert await asyncio.to_thread(first.process.wait, 30) == -9, first.log()
-
-        services.start_orchestrator()  # recovers the saga at start, by itself
-        async with grpc.aio.insecure_channel(services.processes["orchestrator"].address) as ch:
-            listed = await orchestrator_pb2_grpc.OrchestratorServiceStub(ch).ListSagas(
-                pb.ListSagasRequest(), timeout=10
-            )
-        (saga_id,) = [s.saga_id for s in listed.sagas]
+        saga_id = await killed_mid_step_and_recovered(services)
         saga = await services.wait_terminal(saga_id)
         assert saga.status == pb.SAGA_STATUS_COMPENSATED
         assert [a.code for a in saga.steps[1].attempts] == ["UNRECORDED", "FAILED_PRECONDITION"]
@@ -239,21 +245,8 @@ async def test_a_saga_its_sampler_dropped_stays_untraced_after_a_recovery(
         tmp_path, env=unsampled, orchestrator_flags=("--recover-every-seconds", "3600")
     )
     services.start()
-    first = services.processes["orchestrator"]
     try:
-        await asyncio.to_thread(first.terminate)
-        first = services.start_orchestrator("--crash-at", "action-rpc-returned:2")
-        with pytest.raises(grpc.aio.AioRpcError):
-            await services.place(fail_inventory=True, request_id="unsampled-1")
-        assert first.process is not None
-        assert await asyncio.to_thread(first.process.wait, 30) == -9, first.log()
-
-        services.start_orchestrator()  # recovers the saga at start
-        async with grpc.aio.insecure_channel(services.processes["orchestrator"].address) as ch:
-            listed = await orchestrator_pb2_grpc.OrchestratorServiceStub(ch).ListSagas(
-                pb.ListSagasRequest(), timeout=10
-            )
-        (saga_id,) = [s.saga_id for s in listed.sagas]
+        saga_id = await killed_mid_step_and_recovered(services)
         saga = await services.wait_terminal(saga_id)
         assert saga.status == pb.SAGA_STATUS_COMPENSATED
         assert len(saga.trace_id) == 32
