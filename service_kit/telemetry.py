@@ -129,18 +129,18 @@ class ServerSpans(Interceptor):
     caller's W3C `traceparent` (a new trace when there is none), current while a
     unary handler runs.
 
-    It does what opentelemetry-instrumentation-grpc's aio server interceptor does,
-    for a fraction of the CPU: that one wraps every call's
-    context in a proxy, parses the metadata and the peer address twice, runs a
-    filter, and makes a span object even for a call its sampler drops, which
-    cost a third of the participants' CPU per call whether the saga was sampled
-    or not (docs/observability.md#what-tracing-costs). This one leaves a call
-    whose caller's trace is not sampled untouched when the sampler follows the
-    caller's decision (the default, `parentbased_*`), and wraps each method's
-    handler once (service_kit.interceptors). The span's name and
-    attributes follow the same semantic conventions: the full method name,
-    `rpc.system`, `rpc.service`, `rpc.method`, `rpc.user_agent`, `rpc.grpc.status_code`
-    (not the library's `net.peer.*`: the peer's address)."""
+    It makes the span opentelemetry-instrumentation-grpc's aio server interceptor
+    makes, for a fraction of the CPU. That one wraps every call's context in a
+    proxy, parses the metadata and the peer address twice, runs a filter, and
+    makes a span object even for a call its sampler drops: a third of the
+    participants' CPU per call, sampled or not
+    (docs/observability.md#what-tracing-costs). This one wraps each method's
+    handler once (service_kit.interceptors) and leaves a call alone when its
+    caller's trace is not sampled and the sampler follows the caller (the
+    default, `parentbased_*`). Name and attributes follow the same semantic
+    conventions: the full method name, `rpc.system`, `rpc.service`,
+    `rpc.method`, `rpc.user_agent`, `rpc.grpc.status_code` (not the library's
+    `net.peer.*`, the peer's address)."""
 
     def __init__(self, provider: trace.TracerProvider | None = None) -> None:
         provider = provider or trace.get_tracer_provider()
