@@ -477,50 +477,35 @@ def run_observability(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     machine tilts one round, not the figure."""
     from bench.otlp import Receiver  # opentelemetry-proto: the server extra, which make bench has
 
-    concurrency = args.observability_concurrency
+    def run(tag: str, **how: Any) -> dict[str, Any]:
+        return run_configuration(
+            args, workdir, "orchestrated", args.observability_concurrency, 0.0, tag=tag, **how
+        )
+
+    def traced(tag: str, shown: str, sampler: dict[str, str]) -> dict[str, Any]:
+        with Receiver() as receiver:
+            result = run(tag, env={**receiver.env(), **sampler}, shown=shown)
+            # Every service has stopped (flushing its spans on SIGTERM) when the cluster ends.
+            result["spans_received"] = receiver.counter.spans
+        return result
+
     rounds = []
     for number in range(1, args.observability_rounds + 1):
         tag = f"-o{number}" if args.observability_rounds > 1 else ""
-        plain = run_configuration(
-            args, workdir, "orchestrated", concurrency, 0.0, tag=f"-plain{tag}"
-        )
-        metrics = run_configuration(
-            args,
-            workdir,
-            "orchestrated",
-            concurrency,
-            0.0,
-            tag=f"-metrics{tag}",
-            extra_args=("--metrics-listen", "127.0.0.1:0"),
-            shown="orchestrated+metrics",
-        )
-        with Receiver() as receiver:
-            tracing = run_configuration(
-                args,
-                workdir,
-                "orchestrated",
-                concurrency,
-                0.0,
-                tag=f"-tracing{tag}",
-                env=receiver.env(),
-                shown="orchestrated+tracing",
-            )
-            # Every service has stopped (flushing its spans on SIGTERM) when the cluster ends.
-            tracing["spans_received"] = receiver.counter.spans
-        with Receiver() as receiver:  # what production would run: one saga in ten traced
-            sampled = run_configuration(
-                args,
-                workdir,
-                "orchestrated",
-                concurrency,
-                0.0,
-                tag=f"-tracing-sampled{tag}",
-                env={**receiver.env(), **SAMPLED},
-                shown="orchestrated+tracing 10%",
-            )
-            sampled["spans_received"] = receiver.counter.spans
         rounds.append(
-            {"plain": plain, "metrics": metrics, "tracing": tracing, "tracing_sampled": sampled}
+            {
+                "plain": run(f"-plain{tag}"),
+                "metrics": run(
+                    f"-metrics{tag}",
+                    extra_args=("--metrics-listen", "127.0.0.1:0"),
+                    shown="orchestrated+metrics",
+                ),
+                "tracing": traced(f"-tracing{tag}", "orchestrated+tracing", {}),
+                # What production would run: one saga in ten traced.
+                "tracing_sampled": traced(
+                    f"-tracing-sampled{tag}", "orchestrated+tracing 10%", SAMPLED
+                ),
+            }
         )
     return report.observability_comparison(rounds)
 
