@@ -69,41 +69,25 @@ def _tolerant_handler(method: str, handler: Handler) -> Handler:
     """`handler` with a deserializer that keeps a parse failure, answered as bad input."""
     assert handler.request_deserializer is not None
     parse = _tolerant(handler.request_deserializer)
-    if handler.unary_unary is not None:
-        unary: Callable[..., Any] = handler.unary_unary
+    behavior: Any = handler.unary_unary or handler.unary_stream
+    field = "unary_unary" if handler.unary_unary is not None else "unary_stream"
+    if inspect.isasyncgenfunction(behavior):  # a stream of replies, yielded
 
-        async def unary_unary(request: Any, context: Context) -> Any:
+        async def checked_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if request is _MALFORMED:
                 await _refuse(context, method)
-            return await unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=parse,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is None:
-        return handler
-    stream: Callable[..., Any] = handler.unary_stream
-    if inspect.isasyncgenfunction(stream):
-
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is _MALFORMED:
-                await _refuse(context, method)
-            async for item in stream(request, context):
+            async for item in behavior(request, context):
                 yield item
 
-        behavior: Callable[..., Any] = unary_stream
-    else:  # a coroutine that writes with context.write
+        return handler._replace(  # type: ignore[attr-defined,no-any-return]
+            request_deserializer=parse, unary_stream=checked_stream
+        )
 
-        async def unary_stream_writer(request: Any, context: Context) -> Any:
-            if request is _MALFORMED:
-                await _refuse(context, method)
-            return await stream(request, context)
+    async def checked(request: Any, context: Context) -> Any:  # a reply, or context.write
+        if request is _MALFORMED:
+            await _refuse(context, method)
+        return await behavior(request, context)
 
-        behavior = unary_stream_writer
-    return grpc.unary_stream_rpc_method_handler(
-        behavior,
-        request_deserializer=parse,
-        response_serializer=handler.response_serializer,
+    return handler._replace(  # type: ignore[attr-defined,no-any-return]
+        request_deserializer=parse, **{field: checked}
     )
